@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: MIT
+// Copyright (c) 2026 The smax authors
+#pragma once
+
+/// \file
+/// Umbrella header: everything smax offers.
+
+#include <smax/axis.hpp>
+#include <smax/error.hpp>
+#include <smax/logsumexp_accumulator.hpp>
+#include <smax/softmax.hpp>
+#include <smax/version.hpp>
