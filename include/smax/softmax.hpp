@@ -99,6 +99,12 @@ auto output_batch(const Eigen::DenseBase<Out>& out, Axis axis) {
 
 template <forward_op Op, typename T>
 void run_forward(const batch<const T>& in, const batch<T>& out, T temperature) {
+  if (in.kstride != 1 && in.dstride == 1 && out.dstride == 1 && in.count > 1) {
+    // Distributions side by side (rows of a column-major matrix): vectorise across them.
+    forward_across<Op>(in.data, in.kstride, out.data, out.kstride, in.count, in.length,
+                       temperature);
+    return;
+  }
   for (Index d = 0; d < in.count; ++d) {
     forward_one<Op>(in.data + d * in.dstride, in.kstride, out.data + d * out.dstride,
                     out.kstride, in.length, temperature);

@@ -2,6 +2,11 @@
 // Copyright (c) 2026 The smax authors
 #pragma once
 
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+
 #include <Eigen/Core>
 
 /// \file
@@ -14,6 +19,17 @@
 /// x = k ln2 + r with |r| <= ln2/2, a Taylor polynomial of exp(r) whose truncation error is
 /// below 0.05 ULP, and Eigen's pldexp, which scales by 2^k with a single final rounding
 /// even when the result is subnormal. Measured error: <= 1 ULP (float and double).
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+// Packet types (__m256 ...) as template arguments drop their alignment attributes; harmless
+// here, as Eigen itself notes in DisableStupidWarnings.h.
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#if !defined(__clang__)
+// GCC 12 reports _mm512_undefined_* inside AVX-512 intrinsics as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#endif
 
 namespace smax::detail {
 
@@ -42,12 +58,16 @@ struct exp_constants<double> {
   static constexpr int degree = 13;
 };
 
-/// 1/j! computed in long double and rounded once to T.
+/// 1/j! for j = 0..degree, computed in long double and rounded once to T, at compile time.
 template <typename T>
-constexpr T inverse_factorial(int j) {
+constexpr std::array<T, exp_constants<T>::degree + 1> taylor_coefficients() {
+  std::array<T, exp_constants<T>::degree + 1> c{};
   long double f = 1.0L;
-  for (int i = 2; i <= j; ++i) f *= static_cast<long double>(i);
-  return static_cast<T>(1.0L / f);
+  for (int j = 0; j <= exp_constants<T>::degree; ++j) {
+    if (j > 1) f *= static_cast<long double>(j);
+    c[static_cast<std::size_t>(j)] = static_cast<T>(1.0L / f);
+  }
+  return c;
 }
 
 /// True when smax has a vectorised exp for T on this target.
@@ -67,14 +87,34 @@ EIGEN_STRONG_INLINE Packet pexp_accurate(const Packet& x) {
   const Packet k = ei::pfloor(ei::pmadd(xc, ei::pset1<Packet>(C::log2e), ei::pset1<Packet>(T(0.5))));
   Packet r = ei::pmadd(k, ei::pset1<Packet>(-C::ln2_hi), xc);
   r = ei::pmadd(k, ei::pset1<Packet>(-C::ln2_lo), r);
-  // Horner on the Taylor series sum_{j <= degree} r^j / j!, coefficients rounded once.
-  Packet p = ei::pset1<Packet>(inverse_factorial<T>(C::degree));
-  for (int j = C::degree - 1; j >= 0; --j) {
-    p = ei::pmadd(p, r, ei::pset1<Packet>(inverse_factorial<T>(j)));
-  }
+  // Horner on the Taylor series sum_{j <= degree} r^j / j!.
+  constexpr auto c = taylor_coefficients<T>();
+  Packet p = ei::pset1<Packet>(c[C::degree]);
+  for (int j = C::degree - 1; j >= 0; --j) p = ei::pmadd(p, r, ei::pset1<Packet>(c[j]));
   const Packet result = ei::pldexp(p, k);
   // pmin/pmax do not promise to keep NaN; put it back.
   return ei::pselect(ei::pcmp_eq(x, x), result, x);
 }
 
+/// An Eigen functor for exp(x) that vectorises with pexp_accurate.
+template <typename T>
+struct exp_op {
+  T operator()(const T& x) const { return std::exp(x); }
+  template <typename Packet>
+  EIGEN_STRONG_INLINE Packet packetOp(const Packet& x) const {
+    return pexp_accurate(x);
+  }
+};
+
 }  // namespace smax::detail
+
+namespace Eigen::internal {
+template <typename T>
+struct functor_traits<smax::detail::exp_op<T>> {
+  enum { Cost = 30 * NumTraits<T>::MulCost, PacketAccess = smax::detail::has_packet_exp<T> };
+};
+}  // namespace Eigen::internal
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif

@@ -23,6 +23,10 @@
 // Packet types (__m256 ...) as template arguments drop their alignment attributes; harmless
 // here, as Eigen itself says in DisableStupidWarnings.h.
 #pragma GCC diagnostic ignored "-Wignored-attributes"
+#if !defined(__clang__)
+// GCC 12 reports _mm512_undefined_* inside AVX-512 intrinsics as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #endif
 
 namespace smax::detail {
@@ -36,26 +40,29 @@ using acc_t = std::conditional_t<std::is_same_v<T, float>, double, T>;
 
 /// Pairwise (binary-counter) summation of block sums: error grows with log2(blocks), not
 /// with the number of blocks, which keeps double rows of 10^6+ entries within an ULP or two.
+/// level_[k] holds the sum of 2^k blocks and is live only while bit k of count_ is set, so
+/// nothing needs clearing. A is a scalar or a fixed-capacity Eigen array (one sum per lane).
 template <typename A>
 class pairwise_sum {
  public:
   void add(A value) {
     std::uint64_t c = count_++;
     int k = 0;
-    for (; c & 1u; c >>= 1, ++k) {
-      value += level_[k];
-      level_[k] = A(0);
-    }
+    for (; (c & 1u) != 0 && k < levels - 1; c >>= 1, ++k) value += level_[k];
     level_[k] = value;
   }
-  A total() const {
-    A s(0);
-    for (int k = 0; k < 64; ++k) s += level_[k];
+  /// The total; `zero` is the empty sum (a scalar 0, or a zero array of the lanes' size).
+  A total(A zero = A(0)) const {
+    A s = zero;
+    for (int k = 0; k < levels; ++k) {
+      if ((count_ >> k) & 1u) s += level_[k];
+    }
     return s;
   }
 
  private:
-  A level_[64] = {};
+  static constexpr int levels = 48;
+  A level_[levels];
   std::uint64_t count_ = 0;
 };
 
@@ -120,6 +127,22 @@ void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
         i += ps;
       }
       acc.add(static_cast<acc_t<T>>(ei::predux(ei::padd(a0, a1))));
+    }
+  }
+  if constexpr (has_packet_exp<T>) {
+    // The last partial packet: pad with -inf, whose exp is exactly 0.
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<T>::type;
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    if (i < n) {
+      alignas(64) T buf[ps];
+      const Index rest = n - i;
+      for (Index j = 0; j < ps; ++j) buf[j] = j < rest ? x[i + j] : -std::numeric_limits<T>::infinity();
+      const Packet e = pexp_accurate(sh(ei::pload<Packet>(buf)));
+      ei::pstore(buf, e);
+      if constexpr (Store) std::copy(buf, buf + rest, out + i);
+      acc.add(static_cast<acc_t<T>>(ei::predux(e)));
+      i = n;
     }
   }
   while (i < n) {
@@ -248,6 +271,70 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
   }
 }
 
+inline constexpr Index lane_block = 32;   // distributions handled side by side
+inline constexpr Index lane_chunk = 16;   // columns summed before entering the pairwise sum
+
+/// softmax or log_softmax of nb <= lane_block distributions that lie side by side in memory:
+/// element k of distribution j is x[j + k * xk] (and y[j + k * yk]). This is the layout of
+/// rows of a column-major matrix; each step reads one contiguous column slice, so the
+/// distributions are vectorised across instead of gathered with a large stride.
+/// N is lane_block for full blocks, Eigen::Dynamic (capacity lane_block) for the rest.
+template <forward_op Op, int N, typename T>
+void forward_lanes(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature) {
+  using Lanes = Eigen::Array<T, N, 1, Eigen::ColMajor, lane_block, 1>;
+  using Sums = Eigen::Array<acc_t<T>, N, 1, Eigen::ColMajor, lane_block, 1>;
+  const auto in = [&](Index k) { return Eigen::Map<const Lanes>(x + k * xk, nb); };
+  const auto out = [&](Index k) { return Eigen::Map<Lanes>(y + k * yk, nb); };
+  if (len == 0) return;
+
+  Lanes m = in(0);
+  for (Index k = 1; k < len; ++k) {
+    m = m.binaryExpr(in(k), Eigen::internal::scalar_max_op<T, T, Eigen::PropagateNaN>());
+  }
+  const T inf = std::numeric_limits<T>::infinity();
+  if (!m.isFinite().all() || temperature == T(0) || temperature == inf) {
+    // Limits and non-finite maxima: rare, handled one distribution at a time.
+    for (Index j = 0; j < nb; ++j) forward_one<Op>(x + j, xk, y + j, yk, len, temperature);
+    return;
+  }
+  const shift<T> sh(T(0), temperature);  // half, hT and divide; the max differs per lane
+  const Lanes hm = sh.half * m;
+  const auto exponent = [&](Index k) -> Lanes {
+    if (sh.divide) return (sh.half * in(k) - hm) / sh.hT;
+    return in(k) - hm;
+  };
+
+  pairwise_sum<Sums> acc;
+  for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
+    Lanes part = Lanes::Zero(nb);
+    for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
+      const Lanes e = exponent(k).unaryExpr(exp_op<T>());
+      if constexpr (Op == forward_op::softmax) out(k) = e;
+      part += e;
+    }
+    acc.add(part.template cast<acc_t<T>>());
+  }
+  const Sums s = acc.total(Sums::Zero(nb));
+  if constexpr (Op == forward_op::softmax) {
+    const Lanes st = s.template cast<T>();
+    for (Index k = 0; k < len; ++k) out(k) /= st;
+  } else {
+    const Lanes log_s = s.log().template cast<T>();
+    for (Index k = 0; k < len; ++k) out(k) = exponent(k) - log_s;
+  }
+}
+
+/// softmax or log_softmax of count distributions side by side (see forward_lanes).
+template <forward_op Op, typename T>
+void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len,
+                    T temperature) {
+  Index j = 0;
+  for (; j + lane_block <= count; j += lane_block) {
+    forward_lanes<Op, int(lane_block)>(x + j, xk, y + j, yk, lane_block, len, temperature);
+  }
+  if (j < count) forward_lanes<Op, Eigen::Dynamic>(x + j, xk, y + j, yk, count - j, len, temperature);
+}
+
 /// log(sum(exp(x))) of one distribution.
 template <typename T>
 T logsumexp_one(const T* x, Index xs, Index n) {
@@ -257,16 +344,6 @@ T logsumexp_one(const T* x, Index xs, Index n) {
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, shift<T>(m, T(1)), acc);
   return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
 }
-
-/// An Eigen functor for exp(x) that vectorises with pexp_accurate.
-template <typename T>
-struct exp_op {
-  T operator()(const T& x) const { return std::exp(x); }
-  template <typename Packet>
-  EIGEN_STRONG_INLINE Packet packetOp(const Packet& x) const {
-    return pexp_accurate(x);
-  }
-};
 
 /// Calls f with Eigen maps of the three strided ranges: unit-stride maps (vectorised) when
 /// every stride is 1, strided maps otherwise.
@@ -314,12 +391,6 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
 
 }  // namespace smax::detail
 
-namespace Eigen::internal {
-template <typename T>
-struct functor_traits<smax::detail::exp_op<T>> {
-  enum { Cost = 30 * NumTraits<T>::MulCost, PacketAccess = smax::detail::has_packet_exp<T> };
-};
-}  // namespace Eigen::internal
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop

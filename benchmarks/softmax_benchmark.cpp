@@ -1,0 +1,819 @@
+// SPDX-License-Identifier: MIT
+// Copyright (c) 2026 The smax authors
+
+// Rowwise softmax and friends over a batch: smax against a naive Eigen baseline, a
+// hand-written Eigen loop, oneDNN and XNNPACK (when found), and two roofline references
+// (copy bandwidth, vectorised exp throughput) measured in the same run.
+//
+// Names read as <op>/<contender>/<rows>/<cols>: divide two items_per_second of the same
+// op and shape to get a ratio. Every benchmark counts items in elements of the input, so
+// items_per_second is elements per second. The rel_err counter is the largest error
+// against a double-precision reference on a sample of rows (see check_error).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include <Eigen/Core>
+#include <benchmark/benchmark.h>
+
+#include <smax/detail/kernels.hpp>  // exp_op only, for the roof/exp_smax diagnostic
+#include <smax/softmax.hpp>
+
+#ifdef SMAX_BENCH_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+#ifdef SMAX_BENCH_HAVE_XNNPACK
+#include <xnnpack.h>
+#endif
+
+namespace {
+
+using Eigen::Index;
+template <typename T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using ColMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+template <typename T>
+using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+template <typename T>
+using ArrV = Eigen::Array<T, Eigen::Dynamic, 1>;
+
+constexpr double kTemperature = 0.7;
+
+// ---------------------------------------------------------------------------------------
+// Inputs, cached per shape so that repetitions do not regenerate 16M-element tensors.
+
+std::uint64_t splitmix64(std::uint64_t& s) {
+  std::uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+template <typename T>
+void fill_uniform(T* p, Index n, double lo, double hi, std::uint64_t seed) {
+  for (Index i = 0; i < n; ++i) {
+    const double u = static_cast<double>(splitmix64(seed) >> 11) * 0x1.0p-53;
+    p[i] = static_cast<T>(lo + (hi - lo) * u);
+  }
+}
+
+enum class Data { logits, dy, softmax_y, log_softmax_y };
+
+/// Row-major tensors shared by every contender: logits uniform in [-10, 10] (sane: the
+/// unsafe formula does not overflow on them), upstream gradients in [-1, 1], and smax's
+/// softmax / log_softmax of the logits as inputs to the backward passes.
+template <typename T>
+const RowMat<T>& data(Data kind, Index rows, Index cols) {
+  static std::map<std::tuple<int, Index, Index>, std::unique_ptr<RowMat<T>>> cache;
+  auto& slot = cache[{static_cast<int>(kind), rows, cols}];
+  if (!slot) {
+    auto m = std::make_unique<RowMat<T>>(rows, cols);
+    switch (kind) {
+      case Data::logits:
+        fill_uniform(m->data(), m->size(), -10.0, 10.0, 1);
+        break;
+      case Data::dy:
+        fill_uniform(m->data(), m->size(), -1.0, 1.0, 2);
+        break;
+      case Data::softmax_y:
+        smax::softmax_into(*m, data<T>(Data::logits, rows, cols), smax::rowwise);
+        break;
+      case Data::log_softmax_y:
+        smax::log_softmax_into(*m, data<T>(Data::logits, rows, cols), smax::rowwise);
+        break;
+    }
+    slot = std::move(m);
+  }
+  return *slot;
+}
+
+/// The logits in Eigen's default column-major storage: each row is strided.
+template <typename T>
+const ColMat<T>& logits_colmajor(Index rows, Index cols) {
+  static std::map<std::pair<Index, Index>, std::unique_ptr<ColMat<T>>> cache;
+  auto& slot = cache[{rows, cols}];
+  if (!slot) slot = std::make_unique<ColMat<T>>(data<T>(Data::logits, rows, cols));
+  return *slot;
+}
+
+/// The transposed logits, column-major: each column is one contiguous distribution.
+template <typename T>
+const ColMat<T>& logits_transposed(Index rows, Index cols) {
+  static std::map<std::pair<Index, Index>, std::unique_ptr<ColMat<T>>> cache;
+  auto& slot = cache[{rows, cols}];
+  if (!slot) {
+    slot = std::make_unique<ColMat<T>>(data<T>(Data::logits, rows, cols).transpose());
+  }
+  return *slot;
+}
+
+// ---------------------------------------------------------------------------------------
+// Accuracy check against a double-precision reference on a sample of rows.
+
+enum class Op { softmax, log_softmax, logsumexp, softmax_backward, log_softmax_backward };
+
+/// Largest error of a contender's output, read through get(r, c) (get(r, 0) for
+/// logsumexp), on the first 8 rows and the last one. softmax: relative error; log_softmax
+/// and logsumexp: error relative to max(|ref|, 1) (smax's documented measure); backward:
+/// error relative to the row's largest |gradient|.
+template <typename T, typename Get>
+double check_error(Op op, Index rows, Index cols, double temperature, Get get) {
+  std::vector<Index> sample;
+  for (Index r = 0; r < std::min<Index>(rows, 8); ++r) sample.push_back(r);
+  if (rows > 8) sample.push_back(rows - 1);
+  std::vector<double> ref(static_cast<std::size_t>(cols));
+  double worst = 0;
+  for (const Index r : sample) {
+    double scale = 1;  // denominator for the absolute-type measures
+    if (op == Op::softmax || op == Op::log_softmax || op == Op::logsumexp) {
+      const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+      double m = -INFINITY;
+      for (Index c = 0; c < cols; ++c) m = std::max(m, static_cast<double>(z(r, c)));
+      double s = 0;
+      for (Index c = 0; c < cols; ++c) s += std::exp((z(r, c) - m) / temperature);
+      for (Index c = 0; c < cols; ++c) {
+        const double d = (z(r, c) - m) / temperature;
+        ref[c] = op == Op::softmax ? std::exp(d) / s : d - std::log(s);
+      }
+      if (op == Op::logsumexp) {
+        const double lse = m + std::log(s);
+        worst = std::max(worst, std::abs(get(r, 0) - lse) / std::max(std::abs(lse), 1.0));
+        continue;
+      }
+    } else if (op == Op::softmax_backward) {
+      const RowMat<T>& y = data<T>(Data::softmax_y, rows, cols);
+      const RowMat<T>& dy = data<T>(Data::dy, rows, cols);
+      double g = 0;
+      for (Index c = 0; c < cols; ++c) g += static_cast<double>(y(r, c)) * dy(r, c);
+      for (Index c = 0; c < cols; ++c) ref[c] = y(r, c) * (dy(r, c) - g) / temperature;
+    } else {
+      const RowMat<T>& logy = data<T>(Data::log_softmax_y, rows, cols);
+      const RowMat<T>& dy = data<T>(Data::dy, rows, cols);
+      double s = 0;
+      for (Index c = 0; c < cols; ++c) s += dy(r, c);
+      for (Index c = 0; c < cols; ++c) {
+        ref[c] = (dy(r, c) - std::exp(static_cast<double>(logy(r, c))) * s) / temperature;
+      }
+    }
+    if (op == Op::softmax_backward || op == Op::log_softmax_backward) {
+      scale = 0;
+      for (Index c = 0; c < cols; ++c) scale = std::max(scale, std::abs(ref[c]));
+      if (scale == 0) scale = 1;
+    }
+    for (Index c = 0; c < cols; ++c) {
+      const double err = std::abs(static_cast<double>(get(r, c)) - ref[c]);
+      double den = scale;
+      if (op == Op::softmax) den = std::abs(ref[c]);
+      if (op == Op::log_softmax) den = std::max(std::abs(ref[c]), 1.0);
+      if (den > 0) worst = std::max(worst, err / den);
+    }
+  }
+  return worst;
+}
+
+/// items = elements of the input; bytes = the minimum traffic (streams x elements).
+template <typename T>
+void finish(benchmark::State& st, Index rows, Index cols, int streams, double err) {
+  const auto n = static_cast<std::int64_t>(st.iterations()) * rows * cols;
+  st.SetItemsProcessed(n);
+  st.SetBytesProcessed(n * streams * static_cast<std::int64_t>(sizeof(T)));
+  st.counters["rel_err"] = err;
+}
+
+// ---------------------------------------------------------------------------------------
+// softmax (and the temperature form when Temp is true)
+
+template <typename T, bool Temp>
+T temp_value() {
+  return Temp ? static_cast<T>(kTemperature) : T(1);
+}
+
+template <typename T, bool Temp>
+void softmax_smax_rowmajor(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  const T t = temp_value<T, Temp>();
+  for (auto _ : st) {
+    smax::softmax_into(out, z, smax::rowwise, t);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2,
+            check_error<T>(Op::softmax, rows, cols, t, [&](Index r, Index c) { return out(r, c); }));
+}
+
+template <typename T>
+void softmax_smax_colmajor_strided(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const ColMat<T>& z = logits_colmajor<T>(rows, cols);
+  ColMat<T> out = ColMat<T>::Zero(rows, cols);
+  for (auto _ : st) {
+    smax::softmax_into(out, z, smax::rowwise);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2,
+            check_error<T>(Op::softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
+}
+
+template <typename T>
+void softmax_smax_colwise(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const ColMat<T>& z = logits_transposed<T>(rows, cols);
+  ColMat<T> out = ColMat<T>::Zero(cols, rows);
+  for (auto _ : st) {
+    smax::softmax_into(out, z, smax::colwise);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2,
+            check_error<T>(Op::softmax, rows, cols, 1, [&](Index r, Index c) { return out(c, r); }));
+}
+
+/// The safe one-liner users write (max-shifted), on row-major or column-major storage.
+/// The per-row max is kept in a preallocated vector so the loop does not allocate.
+template <typename T, typename M, bool Temp>
+void softmax_naive_safe_impl(benchmark::State& st, const M& zm) {
+  const Index rows = st.range(0), cols = st.range(1);
+  M out = M::Zero(rows, cols);
+  ArrV<T> mx(rows), sum(rows);
+  const auto z = zm.array();
+  auto o = out.array();
+  const T t = temp_value<T, Temp>();
+  for (auto _ : st) {
+    mx = z.rowwise().maxCoeff();
+    if constexpr (Temp) {
+      o = ((z.colwise() - mx) / t).exp();
+    } else {
+      o = (z.colwise() - mx).exp();
+    }
+    sum = o.rowwise().sum();
+    o.colwise() /= sum;
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2,
+            check_error<T>(Op::softmax, rows, cols, t, [&](Index r, Index c) { return out(r, c); }));
+}
+
+template <typename T, bool Temp>
+void softmax_naive_safe_rowmajor(benchmark::State& st) {
+  softmax_naive_safe_impl<T, RowMat<T>, Temp>(st, data<T>(Data::logits, st.range(0), st.range(1)));
+}
+
+template <typename T>
+void softmax_naive_safe_colmajor(benchmark::State& st) {
+  softmax_naive_safe_impl<T, ColMat<T>, false>(st, logits_colmajor<T>(st.range(0), st.range(1)));
+}
+
+/// The unsafe formula exp(z) / sum(exp(z)): overflows for logits above ~88 (float).
+template <typename T>
+void softmax_naive_unsafe(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const auto z = data<T>(Data::logits, rows, cols).array();
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  ArrV<T> sum(rows);
+  auto o = out.array();
+  for (auto _ : st) {
+    o = z.exp();
+    sum = o.rowwise().sum();
+    o.colwise() /= sum;
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2,
+            check_error<T>(Op::softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
+}
+
+/// A competent hand-written Eigen loop: one Map per row, max, shifted exp, normalise.
+template <typename T, bool Temp>
+void softmax_eigen_loop(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  const T t = temp_value<T, Temp>();
+  for (auto _ : st) {
+    for (Index r = 0; r < rows; ++r) {
+      const Eigen::Map<const ArrV<T>> zr(z.data() + r * cols, cols);
+      Eigen::Map<ArrV<T>> o(out.data() + r * cols, cols);
+      const T m = zr.maxCoeff();
+      if constexpr (Temp) {
+        o = ((zr - m) / t).exp();
+      } else {
+        o = (zr - m).exp();
+      }
+      o /= o.sum();
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2,
+            check_error<T>(Op::softmax, rows, cols, t, [&](Index r, Index c) { return out(r, c); }));
+}
+
+/// The vector API on a fixed-size Vector3 (no heap, no batch).
+template <typename T>
+void softmax_smax_fixed3(benchmark::State& st) {
+  const RowMat<T>& z = data<T>(Data::logits, 1, 3);
+  const Eigen::Matrix<T, 3, 1> v = z.row(0).transpose();
+  Eigen::Matrix<T, 3, 1> out = Eigen::Matrix<T, 3, 1>::Zero();
+  for (auto _ : st) {
+    benchmark::DoNotOptimize(v.data());
+    smax::softmax_into(out, v);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, 1, 3, 2,
+            check_error<T>(Op::softmax, 1, 3, 1, [&](Index, Index c) { return out(c); }));
+}
+
+// ---------------------------------------------------------------------------------------
+// log_softmax and logsumexp
+
+template <typename T>
+void log_softmax_smax_rowmajor(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  for (auto _ : st) {
+    smax::log_softmax_into(out, z, smax::rowwise);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2, check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) {
+              return out(r, c);
+            }));
+}
+
+template <typename T>
+void log_softmax_smax_colmajor_strided(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const ColMat<T>& z = logits_colmajor<T>(rows, cols);
+  ColMat<T> out = ColMat<T>::Zero(rows, cols);
+  for (auto _ : st) {
+    smax::log_softmax_into(out, z, smax::rowwise);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2, check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) {
+              return out(r, c);
+            }));
+}
+
+/// Safe one-liner: z - (max + log(sum(exp(z - max)))).
+template <typename T>
+void log_softmax_naive_safe(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const auto z = data<T>(Data::logits, rows, cols).array();
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  ArrV<T> mx(rows), lse(rows);
+  auto o = out.array();
+  for (auto _ : st) {
+    mx = z.rowwise().maxCoeff();
+    lse = mx + (z.colwise() - mx).exp().rowwise().sum().log();
+    o = z.colwise() - lse;
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2, check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) {
+              return out(r, c);
+            }));
+}
+
+template <typename T>
+void log_softmax_eigen_loop(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  for (auto _ : st) {
+    for (Index r = 0; r < rows; ++r) {
+      const Eigen::Map<const ArrV<T>> zr(z.data() + r * cols, cols);
+      Eigen::Map<ArrV<T>> o(out.data() + r * cols, cols);
+      const T m = zr.maxCoeff();
+      const T lse = m + std::log((zr - m).exp().sum());
+      o = zr - lse;
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2, check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) {
+              return out(r, c);
+            }));
+}
+
+template <typename T>
+void logsumexp_smax_rowmajor(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+  Vec<T> out = Vec<T>::Zero(rows);
+  for (auto _ : st) {
+    smax::logsumexp_into(out, z, smax::rowwise);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 1,
+            check_error<T>(Op::logsumexp, rows, cols, 1, [&](Index r, Index) { return out(r); }));
+}
+
+template <typename T>
+void logsumexp_smax_colmajor_strided(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const ColMat<T>& z = logits_colmajor<T>(rows, cols);
+  Vec<T> out = Vec<T>::Zero(rows);
+  for (auto _ : st) {
+    smax::logsumexp_into(out, z, smax::rowwise);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 1,
+            check_error<T>(Op::logsumexp, rows, cols, 1, [&](Index r, Index) { return out(r); }));
+}
+
+template <typename T>
+void logsumexp_naive_safe(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const auto z = data<T>(Data::logits, rows, cols).array();
+  ArrV<T> mx(rows), out = ArrV<T>::Zero(rows);
+  for (auto _ : st) {
+    mx = z.rowwise().maxCoeff();
+    out = mx + (z.colwise() - mx).exp().rowwise().sum().log();
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 1,
+            check_error<T>(Op::logsumexp, rows, cols, 1, [&](Index r, Index) { return out(r); }));
+}
+
+template <typename T>
+void logsumexp_eigen_loop(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+  ArrV<T> out = ArrV<T>::Zero(rows);
+  for (auto _ : st) {
+    for (Index r = 0; r < rows; ++r) {
+      const Eigen::Map<const ArrV<T>> zr(z.data() + r * cols, cols);
+      const T m = zr.maxCoeff();
+      out(r) = m + std::log((zr - m).exp().sum());
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 1,
+            check_error<T>(Op::logsumexp, rows, cols, 1, [&](Index r, Index) { return out(r); }));
+}
+
+// ---------------------------------------------------------------------------------------
+// backward passes
+
+template <typename T>
+void softmax_backward_smax_rowmajor(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<T>& y = data<T>(Data::softmax_y, rows, cols);
+  const RowMat<T>& dy = data<T>(Data::dy, rows, cols);
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  for (auto _ : st) {
+    smax::softmax_backward_into(out, y, dy, smax::rowwise);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 3, check_error<T>(Op::softmax_backward, rows, cols, 1,
+                                              [&](Index r, Index c) { return out(r, c); }));
+}
+
+template <typename T>
+void softmax_backward_naive(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const auto y = data<T>(Data::softmax_y, rows, cols).array();
+  const auto dy = data<T>(Data::dy, rows, cols).array();
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  ArrV<T> g(rows);
+  auto o = out.array();
+  for (auto _ : st) {
+    g = (y * dy).rowwise().sum();
+    o = y * (dy.colwise() - g);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 3, check_error<T>(Op::softmax_backward, rows, cols, 1,
+                                              [&](Index r, Index c) { return out(r, c); }));
+}
+
+template <typename T>
+void log_softmax_backward_smax_rowmajor(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<T>& logy = data<T>(Data::log_softmax_y, rows, cols);
+  const RowMat<T>& dy = data<T>(Data::dy, rows, cols);
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  for (auto _ : st) {
+    smax::log_softmax_backward_into(out, logy, dy, smax::rowwise);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 3, check_error<T>(Op::log_softmax_backward, rows, cols, 1,
+                                              [&](Index r, Index c) { return out(r, c); }));
+}
+
+template <typename T>
+void log_softmax_backward_naive(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const auto logy = data<T>(Data::log_softmax_y, rows, cols).array();
+  const auto dy = data<T>(Data::dy, rows, cols).array();
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  ArrV<T> s(rows);
+  auto o = out.array();
+  for (auto _ : st) {
+    s = dy.rowwise().sum();
+    o = dy - logy.exp().colwise() * s;
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 3, check_error<T>(Op::log_softmax_backward, rows, cols, 1,
+                                              [&](Index r, Index c) { return out(r, c); }));
+}
+
+// ---------------------------------------------------------------------------------------
+// Roofline references
+
+/// Copy bandwidth: memcpy of the bytes a forward pass must move at least (read z, write
+/// out), counted in elements so it reads as the ceiling of a memory-bound softmax.
+template <typename T>
+void roof_memcpy(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  const std::size_t bytes = static_cast<std::size_t>(z.size()) * sizeof(T);
+  for (auto _ : st) {
+    std::memcpy(out.data(), z.data(), bytes);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 2, 0);
+}
+
+/// Two reads and a write (out = a + b): the ceiling of a memory-bound backward pass.
+template <typename T>
+void roof_add3(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const auto a = data<T>(Data::softmax_y, rows, cols).array();
+  const auto b = data<T>(Data::dy, rows, cols).array();
+  RowMat<T> out = RowMat<T>::Zero(rows, cols);
+  auto o = out.array();
+  for (auto _ : st) {
+    o = a + b;
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 3, 0);
+}
+
+/// Vectorised exp throughput on cache-resident data: 4 KiB of float (or 8 KiB of double),
+/// arguments in [-20, 0] like the shifted logits of a softmax.
+template <typename T, bool SmaxExp>
+void roof_exp(benchmark::State& st) {
+  const Index n = st.range(0);
+  ArrV<T> a(n), out = ArrV<T>::Zero(n);
+  fill_uniform(a.data(), n, -20.0, 0.0, 3);
+  for (auto _ : st) {
+    if constexpr (SmaxExp) {
+      out = a.unaryExpr(smax::detail::exp_op<T>());
+    } else {
+      out = a.exp();
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations()) * n);
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) * n * 2 *
+                       static_cast<std::int64_t>(sizeof(T)));
+}
+
+// ---------------------------------------------------------------------------------------
+// oneDNN (fp32 only; plain row-major "ab" layout, or "ba" for strided rows)
+
+#ifdef SMAX_BENCH_HAVE_DNNL
+dnnl::engine& dnnl_engine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+dnnl::memory::desc dnnl_desc(Index rows, Index cols, bool colmajor) {
+  using md = dnnl::memory;
+  return md::desc({rows, cols}, md::data_type::f32,
+                  colmajor ? md::format_tag::ba : md::format_tag::ab);
+}
+
+template <bool Log, bool Colmajor>
+void dnnl_forward(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const float* zp = Colmajor ? logits_colmajor<float>(rows, cols).data()
+                             : data<float>(Data::logits, rows, cols).data();
+  RowMat<float> out = RowMat<float>::Zero(rows, cols);  // same storage as ColMat for ba
+  dnnl::engine& eng = dnnl_engine();
+  dnnl::stream strm(eng);
+  const auto md = dnnl_desc(rows, cols, Colmajor);
+  const dnnl::softmax_v2_forward::desc d(
+      dnnl::prop_kind::forward_inference,
+      Log ? dnnl::algorithm::softmax_log : dnnl::algorithm::softmax_accurate, md, md, 1);
+  const dnnl::softmax_v2_forward::primitive_desc pd(d, eng);
+  const dnnl::softmax_v2_forward prim(pd);
+  dnnl::memory src(md, eng, const_cast<float*>(zp));
+  dnnl::memory dst(md, eng, out.data());
+  const std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}};
+  st.SetLabel(pd.impl_info_str());
+  for (auto _ : st) {
+    prim.execute(strm, args);
+    strm.wait();
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  const auto get = [&](Index r, Index c) {
+    return Colmajor ? out.data()[c * rows + r] : out(r, c);
+  };
+  finish<float>(st, rows, cols, 2,
+                check_error<float>(Log ? Op::log_softmax : Op::softmax, rows, cols, 1, get));
+}
+
+template <bool Log>
+void dnnl_backward(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<float>& y = data<float>(Log ? Data::log_softmax_y : Data::softmax_y, rows, cols);
+  const RowMat<float>& dy = data<float>(Data::dy, rows, cols);
+  RowMat<float> out = RowMat<float>::Zero(rows, cols);
+  dnnl::engine& eng = dnnl_engine();
+  dnnl::stream strm(eng);
+  const auto md = dnnl_desc(rows, cols, false);
+  const auto alg = Log ? dnnl::algorithm::softmax_log : dnnl::algorithm::softmax_accurate;
+  const dnnl::softmax_v2_forward::primitive_desc hint(
+      dnnl::softmax_v2_forward::desc(dnnl::prop_kind::forward_training, alg, md, md, 1), eng);
+  const dnnl::softmax_v2_backward::primitive_desc pd(
+      dnnl::softmax_v2_backward::desc(alg, md, md, md, 1), eng, hint);
+  const dnnl::softmax_v2_backward prim(pd);
+  dnnl::memory ym(md, eng, const_cast<float*>(y.data()));
+  dnnl::memory dym(md, eng, const_cast<float*>(dy.data()));
+  dnnl::memory om(md, eng, out.data());
+  const std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_DST, ym}, {DNNL_ARG_DIFF_DST, dym}, {DNNL_ARG_DIFF_SRC, om}};
+  st.SetLabel(pd.impl_info_str());
+  for (auto _ : st) {
+    prim.execute(strm, args);
+    strm.wait();
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<float>(st, rows, cols, 3,
+                check_error<float>(Log ? Op::log_softmax_backward : Op::softmax_backward, rows,
+                                   cols, 1, [&](Index r, Index c) { return out(r, c); }));
+}
+#endif
+
+// ---------------------------------------------------------------------------------------
+// XNNPACK (fp32 softmax only; its 2022 operator set has no log-softmax)
+
+#ifdef SMAX_BENCH_HAVE_XNNPACK
+void xnnpack_softmax(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<float>& z = data<float>(Data::logits, rows, cols);
+  RowMat<float> out = RowMat<float>::Zero(rows, cols);
+  xnn_operator_t op = nullptr;
+  const auto c = static_cast<std::size_t>(cols);
+  if (xnn_initialize(nullptr) != xnn_status_success ||
+      xnn_create_softmax_nc_f32(c, c, c, 0, &op) != xnn_status_success ||
+      xnn_setup_softmax_nc_f32(op, static_cast<std::size_t>(rows), z.data(), out.data(),
+                               nullptr) != xnn_status_success) {
+    st.SkipWithError("XNNPACK softmax setup failed");
+    if (op != nullptr) xnn_delete_operator(op);
+    return;
+  }
+  for (auto _ : st) {
+    xnn_run_operator(op, nullptr);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  xnn_delete_operator(op);
+  finish<float>(st, rows, cols, 2, check_error<float>(Op::softmax, rows, cols, 1, [&](Index r, Index k) {
+                  return out(r, k);
+                }));
+}
+#endif
+
+// ---------------------------------------------------------------------------------------
+// Registration
+
+struct Shape {
+  Index rows, cols;
+};
+
+/// Rows x cols: classifier heads, a 1000-class layer, a 32k vocabulary, one huge row set.
+const std::vector<Shape> kShapes = {{4096, 10}, {1024, 1000}, {256, 32000}, {16, 1048576}};
+const std::vector<Shape> kTiny = {{1, 3}};
+
+void add(const std::string& name, void (*fn)(benchmark::State&), const std::vector<Shape>& shapes) {
+  for (const Shape& s : shapes) {
+    benchmark::RegisterBenchmark(name.c_str(), fn)
+        ->Args({s.rows, s.cols})
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+}
+
+std::vector<Shape> join(std::vector<Shape> a, const std::vector<Shape>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+void register_all() {
+  const auto all = join(kShapes, kTiny);
+
+  // fp32 softmax: every contender.
+  add("softmax/smax_rowmajor", softmax_smax_rowmajor<float, false>, all);
+  add("softmax/smax_colmajor_strided", softmax_smax_colmajor_strided<float>, all);
+  add("softmax/smax_colwise", softmax_smax_colwise<float>, kShapes);
+  add("softmax/smax_fixed3", softmax_smax_fixed3<float>, kTiny);
+  add("softmax/naive_eigen_safe", softmax_naive_safe_rowmajor<float, false>, all);
+  add("softmax/naive_eigen_safe_colmajor", softmax_naive_safe_colmajor<float>, kShapes);
+  add("softmax/naive_eigen_unsafe", softmax_naive_unsafe<float>, kShapes);
+  add("softmax/eigen_loop", softmax_eigen_loop<float, false>, all);
+#ifdef SMAX_BENCH_HAVE_DNNL
+  add("softmax/onednn", dnnl_forward<false, false>, all);
+  add("softmax/onednn_colmajor_strided", dnnl_forward<false, true>, kShapes);
+#endif
+#ifdef SMAX_BENCH_HAVE_XNNPACK
+  add("softmax/xnnpack", xnnpack_softmax, all);
+#endif
+
+  add("softmax_t0.7/smax_rowmajor", softmax_smax_rowmajor<float, true>, kShapes);
+  add("softmax_t0.7/naive_eigen_safe", softmax_naive_safe_rowmajor<float, true>, kShapes);
+  add("softmax_t0.7/eigen_loop", softmax_eigen_loop<float, true>, kShapes);
+
+  add("log_softmax/smax_rowmajor", log_softmax_smax_rowmajor<float>, kShapes);
+  add("log_softmax/smax_colmajor_strided", log_softmax_smax_colmajor_strided<float>, kShapes);
+  add("log_softmax/naive_eigen_safe", log_softmax_naive_safe<float>, kShapes);
+  add("log_softmax/eigen_loop", log_softmax_eigen_loop<float>, kShapes);
+#ifdef SMAX_BENCH_HAVE_DNNL
+  add("log_softmax/onednn", dnnl_forward<true, false>, kShapes);
+#endif
+
+  add("logsumexp/smax_rowmajor", logsumexp_smax_rowmajor<float>, kShapes);
+  add("logsumexp/smax_colmajor_strided", logsumexp_smax_colmajor_strided<float>, kShapes);
+  add("logsumexp/naive_eigen_safe", logsumexp_naive_safe<float>, kShapes);
+  add("logsumexp/eigen_loop", logsumexp_eigen_loop<float>, kShapes);
+
+  add("softmax_backward/smax_rowmajor", softmax_backward_smax_rowmajor<float>, kShapes);
+  add("softmax_backward/naive_eigen", softmax_backward_naive<float>, kShapes);
+  add("log_softmax_backward/smax_rowmajor", log_softmax_backward_smax_rowmajor<float>, kShapes);
+  add("log_softmax_backward/naive_eigen", log_softmax_backward_naive<float>, kShapes);
+#ifdef SMAX_BENCH_HAVE_DNNL
+  add("softmax_backward/onednn", dnnl_backward<false>, kShapes);
+  add("log_softmax_backward/onednn", dnnl_backward<true>, kShapes);
+#endif
+
+  // fp64 subset (oneDNN and XNNPACK have no f64 softmax).
+  add("softmax_f64/smax_rowmajor", softmax_smax_rowmajor<double, false>, kShapes);
+  add("softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double>, kShapes);
+  add("softmax_f64/naive_eigen_safe", softmax_naive_safe_rowmajor<double, false>, kShapes);
+  add("softmax_f64/eigen_loop", softmax_eigen_loop<double, false>, kShapes);
+  add("log_softmax_f64/smax_rowmajor", log_softmax_smax_rowmajor<double>, kShapes);
+  add("log_softmax_f64/naive_eigen_safe", log_softmax_naive_safe<double>, kShapes);
+
+  // Roofs.
+  add("roof/memcpy", roof_memcpy<float>, kShapes);
+  add("roof/add3", roof_add3<float>, kShapes);
+  add("roof_f64/memcpy", roof_memcpy<double>, kShapes);
+  const std::pair<const char*, void (*)(benchmark::State&)> exps[] = {
+      {"roof/exp_eigen", roof_exp<float, false>},
+      {"roof/exp_smax", roof_exp<float, true>},
+      {"roof_f64/exp_eigen", roof_exp<double, false>},
+      {"roof_f64/exp_smax", roof_exp<double, true>}};
+  for (const auto& [name, fn] : exps) {
+    benchmark::RegisterBenchmark(name, fn)->Arg(1024)->UseRealTime();
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("eigen_simd", Eigen::SimdInstructionSetsInUse());
+#ifdef SMAX_BENCH_HAVE_DNNL
+  const dnnl_version_t* v = dnnl_version();
+  benchmark::AddCustomContext("onednn", std::to_string(v->major) + "." + std::to_string(v->minor) +
+                                            "." + std::to_string(v->patch));
+#endif
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
