@@ -105,6 +105,11 @@ void run_forward(const batch<const T>& in, const batch<T>& out, T temperature) {
                        temperature);
     return;
   }
+  if (in.length <= short_length<T> && in.count > 1) {
+    forward_short<Op>(in.data, in.dstride, in.kstride, out.data, out.dstride, out.kstride,
+                      in.count, in.length, temperature);
+    return;
+  }
   for (Index d = 0; d < in.count; ++d) {
     forward_one<Op>(in.data + d * in.dstride, in.kstride, out.data + d * out.dstride,
                     out.kstride, in.length, temperature);

@@ -54,7 +54,7 @@ class pairwise_sum {
   /// The total; `zero` is the empty sum (a scalar 0, or a zero array of the lanes' size).
   A total(A zero = A(0)) const {
     A s = zero;
-    for (int k = 0; k < levels; ++k) {
+    for (int k = 0; k < levels && (count_ >> k) != 0; ++k) {
       if ((count_ >> k) & 1u) s += level_[k];
     }
     return s;
@@ -333,6 +333,34 @@ void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len
     forward_lanes<Op, int(lane_block)>(x + j, xk, y + j, yk, lane_block, len, temperature);
   }
   if (j < count) forward_lanes<Op, Eigen::Dynamic>(x + j, xk, y + j, yk, count - j, len, temperature);
+}
+
+/// Longest distribution the short-row path transposes into its 8 KiB tile.
+template <typename T>
+inline constexpr Index short_length = Index(8192 / sizeof(T)) / lane_block;
+
+/// softmax or log_softmax of count short distributions stored one after another (element k
+/// of distribution j at x[j * xd + k * xk]): one distribution is too short to fill a vector
+/// register, so blocks of lane_block of them are transposed into a stack tile and
+/// vectorised across, as in forward_lanes.
+template <forward_op Op, typename T>
+void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Index count,
+                   Index len, T temperature) {
+  alignas(64) T tile[lane_block * short_length<T>];
+  for (Index j0 = 0; j0 < count; j0 += lane_block) {
+    const Index nb = std::min(lane_block, count - j0);
+    for (Index j = 0; j < nb; ++j) {
+      for (Index k = 0; k < len; ++k) tile[j + k * nb] = x[(j0 + j) * xd + k * xk];
+    }
+    if (nb == lane_block) {
+      forward_lanes<Op, int(lane_block)>(tile, nb, tile, nb, nb, len, temperature);
+    } else {
+      forward_lanes<Op, Eigen::Dynamic>(tile, nb, tile, nb, nb, len, temperature);
+    }
+    for (Index j = 0; j < nb; ++j) {
+      for (Index k = 0; k < len; ++k) y[(j0 + j) * yd + k * yk] = tile[j + k * nb];
+    }
+  }
 }
 
 /// log(sum(exp(x))) of one distribution.

@@ -1,0 +1,645 @@
+// SPDX-License-Identifier: MIT
+// Copyright (c) 2026 The smax authors
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <iterator>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include <Eigen/Core>
+
+#include <smax/detail/dispatch.hpp>
+#include <smax/detail/kernels.hpp>
+#include <smax/error.hpp>
+
+/// \file
+/// The kernels behind the losses (cross_entropy.hpp, distillation.hpp, sigmoid.hpp): target
+/// adapters, argument checks and the per-sample fused loss/gradient sweeps. They reuse the
+/// core's max pass (max_nan), exp-sum pass (exp_sum with shift) and pairwise accumulation.
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
+namespace smax::detail {
+
+// ---------------------------------------------------------------------------------------
+// Reading inputs
+
+/// A read-only strided vector: element i is data[i * stride]. An empty view (data null)
+/// stands for "all ones" where it is used as class weights.
+template <typename T>
+struct strided_view {
+  const T* data = nullptr;
+  Index size = 0;
+  Index stride = 1;
+
+  bool empty() const { return data == nullptr; }
+  T operator[](Index i) const { return data[i * stride]; }
+  T or_one(Index i) const { return data == nullptr ? T(1) : data[i * stride]; }
+};
+
+/// Stride between consecutive entries of an Eigen vector with direct access.
+template <typename D>
+Index vector_stride(const Eigen::DenseBase<D>& v) {
+  const D& d = v.derived();
+  return d.rows() == 1 ? Index(d.colStride()) : Index(d.rowStride());
+}
+
+/// Calls f with x itself when it has direct access, else with a plain copy (an expression
+/// is evaluated once).
+template <typename X, typename F>
+void with_evaluated(const Eigen::DenseBase<X>& x, F&& f) {
+  if constexpr (has_direct_access<X>) {
+    f(x.derived());
+  } else {
+    const typename X::PlainObject copy = x;
+    f(copy);
+  }
+}
+
+/// True when the memory of a and b overlaps.
+template <typename A, typename B>
+bool overlaps(const Eigen::DenseBase<A>& a, const Eigen::DenseBase<B>& b) {
+  const auto [alo, ahi] = address_range(a);
+  const auto [blo, bhi] = address_range(b);
+  return alo < bhi && blo < ahi && alo != ahi && blo != bhi;
+}
+
+/// Calls f with x itself when x has direct access and shares no memory with out, else with
+/// a plain copy: for inputs that are still read after out has been (partly) written.
+template <typename X, typename Out, typename F>
+void with_disjoint(const Eigen::DenseBase<X>& x, const Eigen::DenseBase<Out>& out, F&& f) {
+  if constexpr (has_direct_access<X>) {
+    if (!overlaps(x, out)) {
+      f(x.derived());
+      return;
+    }
+  }
+  const typename X::PlainObject copy = x;
+  f(copy);
+}
+
+template <typename X>
+inline constexpr bool is_eigen_v = std::is_base_of_v<Eigen::EigenBase<X>, X>;
+
+template <typename X, typename = void>
+struct range_value {
+  using type = void;
+};
+template <typename X>
+struct range_value<X, std::void_t<decltype(std::data(std::declval<const X&>())),
+                                  decltype(std::size(std::declval<const X&>()))>> {
+  using type = std::remove_cv_t<std::remove_pointer_t<decltype(std::data(std::declval<const X&>()))>>;
+};
+
+template <typename X, typename = void>
+struct eigen_scalar {
+  using type = void;
+};
+template <typename X>
+struct eigen_scalar<X, std::enable_if_t<is_eigen_v<X>>> {
+  using type = typename X::Scalar;
+};
+
+/// What a targets argument is: class indices, or class probabilities.
+enum class target_kind { index, probability, unsupported };
+
+template <typename X>
+constexpr target_kind kind_of_targets() {
+  if constexpr (is_eigen_v<X>) {
+    using S = typename eigen_scalar<X>::type;
+    if constexpr (std::is_floating_point_v<S>) return target_kind::probability;
+    if constexpr (std::is_integral_v<S>) return target_kind::index;
+    return target_kind::unsupported;
+  } else if constexpr (std::is_integral_v<X>) {
+    return target_kind::index;
+  } else if constexpr (std::is_integral_v<typename range_value<X>::type>) {
+    return target_kind::index;
+  } else {
+    return target_kind::unsupported;
+  }
+}
+
+template <typename X>
+inline constexpr bool is_index_targets_v = kind_of_targets<X>() == target_kind::index;
+template <typename X>
+inline constexpr bool is_probability_targets_v =
+    kind_of_targets<X>() == target_kind::probability;
+
+template <typename X>
+constexpr void static_check_targets() {
+  static_assert(kind_of_targets<X>() != target_kind::unsupported,
+                "smax: 'targets' must be class indices (an integer, an Eigen integer vector, or "
+                "a contiguous range of integers such as std::vector<int>) or class "
+                "probabilities (an Eigen floating-point object shaped like the logits)");
+}
+
+/// Class indices of a batch, read through a pointer and a stride (any integer type).
+template <typename I>
+struct index_view {
+  const I* data;
+  Index size;
+  Index stride;
+
+  I raw(Index i) const { return data[i * stride]; }
+  /// The index as int64, saturated (an unsigned value above INT64_MAX stays out of range).
+  std::int64_t operator[](Index i) const {
+    const I v = raw(i);
+    if constexpr (std::is_unsigned_v<I>) {
+      if (v > static_cast<std::make_unsigned_t<std::int64_t>>(
+                  std::numeric_limits<std::int64_t>::max())) {
+        return std::numeric_limits<std::int64_t>::max();
+      }
+    }
+    return static_cast<std::int64_t>(v);
+  }
+};
+
+/// Calls f with an index_view of class-index targets (an Eigen integer vector is evaluated
+/// once if it is an expression; a single integer is a batch of one).
+template <typename X, typename F>
+void with_index_view(const X& targets, F&& f) {
+  if constexpr (is_eigen_v<X>) {
+    static_assert(X::IsVectorAtCompileTime,
+                  "smax: class-index 'targets' must be a compile-time vector (one index per "
+                  "sample), e.g. Eigen::VectorXi");
+    with_evaluated(targets, [&](const auto& t) {
+      using I = std::remove_cv_t<std::remove_pointer_t<decltype(t.data())>>;
+      f(index_view<I>{t.data(), t.size(), vector_stride(t)});
+    });
+  } else if constexpr (std::is_integral_v<X>) {
+    f(index_view<X>{&targets, 1, 1});
+  } else {
+    using I = typename range_value<X>::type;
+    f(index_view<I>{std::data(targets), static_cast<Index>(std::size(targets)), 1});
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checks shared by the losses (all run before any output is written)
+
+template <typename T>
+void check_loss_temperature(const char* function, T temperature) {
+  if (!(temperature > T(0)) || !(temperature < std::numeric_limits<T>::infinity())) {
+    fail(function, "options.temperature", to_text(temperature),
+         "a finite number > 0 (T = 0 has no gradient, T = +inf no information)");
+  }
+}
+
+template <typename T>
+void check_label_smoothing(const char* function, T eps) {
+  if (!(eps >= T(0) && eps <= T(1))) {
+    fail(function, "options.label_smoothing", to_text(eps), "a number in [0, 1]");
+  }
+}
+
+/// Per-class weights: empty, or n entries, each >= 0 (+inf allowed, NaN not).
+template <typename T>
+void check_class_weights(const char* function, const char* argument, const strided_view<T>& w,
+                         Index n, bool allow_one = false) {
+  if (w.empty()) return;
+  if (w.size != n && !(allow_one && w.size == 1)) {
+    fail(function, argument, "of length " + std::to_string(w.size),
+         "one weight per class (" + std::to_string(n) + ")" +
+             (allow_one ? std::string(", or a single weight for all classes") : std::string()));
+  }
+  for (Index c = 0; c < w.size; ++c) {
+    const T v = w[c];
+    if (!(v >= T(0))) {
+      fail(function, argument, to_text(v) + " at class " + std::to_string(c),
+           "weights >= 0 (not NaN)");
+    }
+  }
+}
+
+template <typename D, typename Axis>
+Index sample_count(const Eigen::DenseBase<D>& x, Axis) {
+  return std::is_same_v<Axis, rowwise_t> ? x.rows() : x.cols();
+}
+
+template <typename D, typename Axis>
+Index class_count(const Eigen::DenseBase<D>& x, Axis) {
+  return std::is_same_v<Axis, rowwise_t> ? x.cols() : x.rows();
+}
+
+template <typename A, typename B>
+void check_same_shape_as(const char* function, const char* argument,
+                         const Eigen::DenseBase<A>& a, const Eigen::DenseBase<B>& b,
+                         const char* b_name) {
+  if (a.rows() != b.rows() || a.cols() != b.cols()) {
+    fail(function, argument, "of shape " + shape_text(a.rows(), a.cols()),
+         "the shape of '" + std::string(b_name) + "' (" + shape_text(b.rows(), b.cols()) + ")");
+  }
+}
+
+template <typename I>
+void check_index_count(const char* function, const index_view<I>& t, Index samples) {
+  if (t.size != samples) {
+    fail(function, "targets", "of length " + std::to_string(t.size),
+         "one class index per sample (" + std::to_string(samples) + ")");
+  }
+}
+
+/// Validates every class index (ignore_index, or in [0, classes)) and returns the mean
+/// denominator: sum of weight[target] over the samples not ignored (their count without
+/// weights), accumulated pairwise in acc_t<T>.
+template <typename T, typename I>
+acc_t<T> check_indices(const char* function, const index_view<I>& t, Index classes,
+                       std::int64_t ignore_index, const strided_view<T>& w) {
+  pairwise_sum<acc_t<T>> total;
+  acc_t<T> block(0);
+  Index in_block = 0;
+  for (Index i = 0; i < t.size; ++i) {
+    const std::int64_t y = t[i];
+    if (y == ignore_index) continue;
+    if (y < 0 || y >= static_cast<std::int64_t>(classes)) {
+      fail(function, "targets", to_text(+t.raw(i)) + " at sample " + std::to_string(i),
+           "a class index in [0, " + std::to_string(classes) + ") or ignore_index (" +
+               std::to_string(ignore_index) + ")");
+    }
+    block += static_cast<acc_t<T>>(w.or_one(static_cast<Index>(y)));
+    if (++in_block == block_size) {
+      total.add(block);
+      block = acc_t<T>(0);
+      in_block = 0;
+    }
+  }
+  total.add(block);
+  return total.total();
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+
+/// Sum of term(i) for i in [0, n), in blocks added pairwise (accurate for long rows).
+template <typename A, typename F>
+A blocked_sum(Index n, F&& term) {
+  pairwise_sum<A> total;
+  for (Index i0 = 0; i0 < n; i0 += block_size) {
+    const Index end = std::min(n, i0 + block_size);
+    A s(0);
+    for (Index i = i0; i < end; ++i) s += term(i);
+    total.add(s);
+  }
+  return total.total();
+}
+
+/// Calls f with an Eigen map of the strided range (unit-stride map when s == 1).
+template <typename P, typename F>
+void with_map(P* p, Index n, Index s, F&& f) {
+  using T = std::remove_const_t<P>;
+  using Vec = std::conditional_t<std::is_const_v<P>, const Eigen::Array<T, Eigen::Dynamic, 1>,
+                                 Eigen::Array<T, Eigen::Dynamic, 1>>;
+  if (s == 1) {
+    f(Eigen::Map<Vec>(p, n));
+  } else {
+    using S = Eigen::InnerStride<>;
+    f(Eigen::Map<Vec, 0, S>(p, n, S(s)));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Softmax cross-entropy of one sample
+//
+// Every cross-entropy variant is loss = sum_c a_c * (-log p_c) with p = softmax(x / T) and
+// non-negative coefficients a_c (the "target model"); its gradient with respect to x is
+// (A p_c - a_c) / T with A = sum_c a_c. Writing -log p_c = L - s_c with s_c = (x_c - max)/T
+// <= 0 and L = log sum_c exp(s_c) >= 0 gives loss = A L + sum_c a_c (-s_c): a sum of
+// non-negative terms, so it carries no cancellation. Terms with a_c = 0 are skipped (they
+// contribute 0 even where log p_c = -inf).
+
+/// A and sum_c a_c (-s_c) of one sample.
+template <typename T>
+struct ce_totals {
+  acc_t<T> a_sum;
+  acc_t<T> linear;
+};
+
+/// Class-index target y with label smoothing eps and class weights w:
+/// a_c = (1 - eps) w_y [c == y] + (eps / C) w_c.
+template <typename T>
+struct index_model {
+  Index y;
+  T hot;       // (1 - eps) * w_y
+  T smooth;    // eps / C
+  strided_view<T> w;
+  acc_t<T> w_sum;  // sum_c w_c (C without weights)
+
+  T coef(Index c) const {
+    T a = smooth == T(0) ? T(0) : smooth * w.or_one(c);
+    if (c == y) a += hot;
+    return a;
+  }
+
+  ce_totals<T> totals(const T* x, Index xs, Index n, const shift<T>& sh) const {
+    using A = acc_t<T>;
+    A linear(0);
+    if (hot != T(0)) linear += static_cast<A>(hot) * -static_cast<A>(sh(x[y * xs]));
+    if (smooth != T(0)) {
+      const A s = w.empty() ? blocked_sum<A>(n, [&](Index c) { return -static_cast<A>(sh(x[c * xs])); })
+                            : blocked_sum<A>(n, [&](Index c) {
+                                const T wc = w[c];
+                                return wc == T(0) ? A(0)
+                                                  : static_cast<A>(wc) * -static_cast<A>(sh(x[c * xs]));
+                              });
+      linear += static_cast<A>(smooth) * s;
+    }
+    return {static_cast<A>(hot) + static_cast<A>(smooth) * w_sum, linear};
+  }
+
+  /// g holds exp(s_c); turns it into k1 * exp(s_c) - k2 * a_c.
+  void finish(T* g, Index gs, Index n, T k1, T k2) const {
+    with_map(g, n, gs, [&](auto&& gm) {
+      if (smooth == T(0)) {
+        gm *= k1;
+      } else if (w.empty()) {
+        gm = k1 * gm - k2 * smooth;
+      } else {
+        with_map(w.data, n, w.stride, [&](const auto& wm) { gm = k1 * gm - (k2 * smooth) * wm; });
+      }
+    });
+    g[y * gs] -= k2 * hot;
+  }
+};
+
+/// Probability targets q with label smoothing eps and class weights w:
+/// a_c = w_c ((1 - eps) q_c + eps / C).
+template <typename T>
+struct probability_model {
+  const T* q;
+  Index qs;
+  T keep;    // 1 - eps
+  T smooth;  // eps / C
+  strided_view<T> w;
+
+  T coef(Index c) const { return w.or_one(c) * (keep * q[c * qs] + smooth); }
+
+  ce_totals<T> totals(const T* x, Index xs, Index n, const shift<T>& sh) const {
+    using A = acc_t<T>;
+    const A a_sum = blocked_sum<A>(n, [&](Index c) { return static_cast<A>(coef(c)); });
+    const A linear = blocked_sum<A>(n, [&](Index c) {
+      const T a = coef(c);
+      return a == T(0) ? A(0) : static_cast<A>(a) * -static_cast<A>(sh(x[c * xs]));
+    });
+    return {a_sum, linear};
+  }
+
+  void finish(T* g, Index gs, Index n, T k1, T k2) const {
+    with_map(g, n, gs, [&](auto&& gm) {
+      with_map(q, n, qs, [&](const auto& qm) {
+        if (w.empty()) {
+          gm = k1 * gm - k2 * (keep * qm + smooth);
+        } else {
+          with_map(w.data, n, w.stride,
+                   [&](const auto& wm) { gm = k1 * gm - k2 * wm * (keep * qm + smooth); });
+        }
+      });
+    });
+  }
+};
+
+/// Loss sum_c a_c (-log p_c) of one sample of length n (p = softmax(x / T)); when g is not
+/// null, also writes g_c = gscale * (A p_c - a_c) / T. g may alias x exactly: x is read in
+/// full (max, linear term) before the exp-sum pass stores exp(s_c) into g, and the final
+/// pass only reads g. Passes: max; linear term (only a read of x_y without smoothing);
+/// exp-sum (stores into g); scale.
+template <typename T, typename Model>
+acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& model, T* g,
+                   Index gs, T gscale) {
+  using A = acc_t<T>;
+  const T inf = std::numeric_limits<T>::infinity();
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  if (n == 0) return A(0);
+  const T m = max_nan(x, n, xs);
+  if (std::isnan(m) || m == -inf) {
+    // NaN anywhere, or only -inf: softmax is undefined (0/0).
+    if (g != nullptr) fill(g, n, gs, nan);
+    return static_cast<A>(nan);
+  }
+  if (m == inf) {
+    // One +inf logit: p is one-hot on it (log p = 0 there, -inf elsewhere); two: undefined.
+    Index hot = -1, count = 0;
+    for (Index c = 0; c < n; ++c) {
+      if (x[c * xs] == inf) {
+        hot = c;
+        ++count;
+      }
+    }
+    if (count > 1) {
+      if (g != nullptr) fill(g, n, gs, nan);
+      return static_cast<A>(nan);
+    }
+    A a_sum(0);
+    bool off_hot = false;
+    for (Index c = 0; c < n; ++c) {
+      const T a = model.coef(c);
+      a_sum += static_cast<A>(a);
+      off_hot = off_hot || (c != hot && a != T(0));
+    }
+    if (g != nullptr) {
+      const T k2 = gscale / temperature;
+      for (Index c = 0; c < n; ++c) {
+        g[c * gs] = k2 * ((c == hot ? static_cast<T>(a_sum) : T(0)) - model.coef(c));
+      }
+    }
+    return off_hot ? static_cast<A>(inf) : A(0);
+  }
+  const shift<T> sh(m, temperature);
+  const ce_totals<T> tot = model.totals(x, xs, n, sh);
+  pairwise_sum<A> acc;
+  if (g != nullptr) {
+    exp_sum<true>(x, xs, g, gs, n, sh, acc);
+  } else {
+    exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, sh, acc);
+  }
+  const A s = acc.total();
+  if (g != nullptr) {
+    const A k2 = static_cast<A>(gscale) / static_cast<A>(temperature);
+    model.finish(g, gs, n, static_cast<T>(k2 * tot.a_sum / s), static_cast<T>(k2));
+  }
+  return tot.a_sum * std::log(s) + tot.linear;
+}
+
+// ---------------------------------------------------------------------------------------
+// Log-softmax evaluated entry by entry (distillation reads two of them side by side)
+
+template <typename T>
+struct log_softmax_state {
+  enum class kind { finite, one_hot, undefined };
+  kind k = kind::undefined;
+  shift<T> sh{T(0), T(1)};
+  T log_s = T(0);
+  Index hot = -1;
+
+  /// log p_c for the entry x = x_c.
+  T log_p(T x, Index c) const {
+    if (k == kind::finite) return sh(x) - log_s;
+    if (k == kind::one_hot) return c == hot ? T(0) : -std::numeric_limits<T>::infinity();
+    return std::numeric_limits<T>::quiet_NaN();
+  }
+};
+
+/// The normaliser of log_softmax(x / T) for one distribution, with the core's policy.
+template <typename T>
+log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T temperature) {
+  using S = log_softmax_state<T>;
+  const T inf = std::numeric_limits<T>::infinity();
+  S st;
+  const T m = max_nan(x, n, xs);
+  if (std::isnan(m) || m == -inf) return st;  // undefined (also for n == 0; never read then)
+  if (m == inf) {
+    Index count = 0;
+    for (Index c = 0; c < n; ++c) {
+      if (x[c * xs] == inf) {
+        st.hot = c;
+        ++count;
+      }
+    }
+    if (count == 1) st.k = S::kind::one_hot;
+    return st;
+  }
+  st.k = S::kind::finite;
+  st.sh = shift<T>(m, temperature);
+  pairwise_sum<acc_t<T>> acc;
+  exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, st.sh, acc);
+  st.log_s = static_cast<T>(std::log(acc.total()));
+  return st;
+}
+
+/// KL(q || p) = sum_c q_c (log q_c - log p_c) of one sample, q = softmax(t / T) (teacher),
+/// p = softmax(s / T) (student), terms with q_c = 0 contributing 0. When g is not null, also
+/// writes g_c = gscale * (p_c - q_c). g may alias s or t exactly (entry c of both is read
+/// before g_c is written). Passes: max and exp-sum of each side, then one sweep in chunks
+/// with the vectorised exp.
+template <typename T>
+acc_t<T> kl_sample(const T* s, Index ss, const T* t, Index ts, Index n, T temperature, T* g,
+                   Index gs, T gscale) {
+  using A = acc_t<T>;
+  using Vec = Eigen::Array<T, Eigen::Dynamic, 1>;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  if (n == 0) return A(0);
+  const auto sp = make_log_softmax_state(s, ss, n, temperature);
+  const auto tq = make_log_softmax_state(t, ts, n, temperature);
+  using K = typename log_softmax_state<T>::kind;
+  if (sp.k == K::undefined || tq.k == K::undefined) {
+    if (g != nullptr) fill(g, n, gs, nan);
+    return static_cast<A>(nan);
+  }
+  pairwise_sum<A> total;
+  alignas(64) T lp[gather_size];
+  alignas(64) T lq[gather_size];
+  alignas(64) T p[gather_size];
+  alignas(64) T q[gather_size];
+  for (Index i0 = 0; i0 < n; i0 += gather_size) {
+    const Index len = std::min(gather_size, n - i0);
+    for (Index i = 0; i < len; ++i) {
+      const Index c = i0 + i;
+      lp[i] = sp.log_p(s[c * ss], c);
+      lq[i] = tq.log_p(t[c * ts], c);
+    }
+    const Eigen::Map<const Vec> lpm(lp, len), lqm(lq, len);
+    Eigen::Map<Vec> pm(p, len), qm(q, len);
+    qm = lqm.unaryExpr(exp_op<T>());
+    total.add(static_cast<A>(
+        (qm > T(0)).select(qm * (lqm - lpm), T(0)).template cast<A>().sum()));
+    if (g != nullptr) {
+      pm = lpm.unaryExpr(exp_op<T>());
+      pm = gscale * (pm - qm);
+      for (Index i = 0; i < len; ++i) g[(i0 + i) * gs] = p[i];
+    }
+  }
+  return total.total();
+}
+
+// ---------------------------------------------------------------------------------------
+// Sigmoid family, elementwise
+//
+// With e = exp(-|x|) (never overflows) and l = log1p(e):
+//   softplus(x)  = max(x, 0) + l,     softplus(-x) = max(-x, 0) + l,
+//   sigmoid(x)   = 1 / (1 + e) for x >= 0, e / (1 + e) otherwise,
+//   log_sigmoid(x) = -softplus(-x) = min(x, 0) - l.
+
+template <typename X>
+auto sigmoid_expr(const X& x) {
+  using T = typename X::Scalar;
+  const auto e = (-x.abs()).unaryExpr(exp_op<T>());
+  return (x >= T(0)).select(T(1) / (T(1) + e), e / (T(1) + e));
+}
+
+template <typename X>
+auto log_sigmoid_expr(const X& x) {
+  using T = typename X::Scalar;
+  return x.min(T(0)) - (-x.abs()).unaryExpr(exp_op<T>()).log1p();
+}
+
+/// BCE-with-logits of one strided run of n elements whose classes are c0 .. c0 + n - 1
+/// (class-wise weights w and positive weights pw, each empty, of length 1, or per class):
+///   l = w_c [pw_c y softplus(-x) + (1 - y) softplus(x)],  terms with a zero factor skipped,
+///   dl/dx = w_c [(1 - y) sigmoid(x) - pw_c y sigmoid(-x)].
+/// Writes gscale * dl/dx to g when g is not null (g may alias x or y exactly), and the
+/// per-element loss to l when l is not null; returns the sum of the losses.
+template <typename T>
+acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const strided_view<T>& w,
+                 const strided_view<T>& pw, Index c0, Index cstep, T* g, Index gs, T gscale,
+                 T* l, Index ls) {
+  using A = acc_t<T>;
+  using Vec = Eigen::Array<T, Eigen::Dynamic, 1>;
+  const auto class_value = [](const strided_view<T>& v, Index c) {
+    return v.empty() ? T(1) : v.size == 1 ? v[0] : v[c];
+  };
+  alignas(64) T xb[gather_size];
+  alignas(64) T yb[gather_size];
+  alignas(64) T wb[gather_size];
+  alignas(64) T pb[gather_size];
+  alignas(64) T ob[gather_size];
+  pairwise_sum<A> total;
+  for (Index i0 = 0; i0 < n; i0 += gather_size) {
+    const Index len = std::min(gather_size, n - i0);
+    for (Index i = 0; i < len; ++i) {
+      const Index c = c0 + (i0 + i) * cstep;
+      xb[i] = x[(i0 + i) * xs];
+      yb[i] = y[(i0 + i) * ys];
+      wb[i] = class_value(w, c);
+      pb[i] = class_value(pw, c);
+    }
+    const Eigen::Map<const Vec> xm(xb, len), ym(yb, len), wm(wb, len), pm(pb, len);
+    Eigen::Map<Vec> om(ob, len);
+    // ob = e = exp(-|x|), then the loss or the gradient from it.
+    om = (-xm.abs()).unaryExpr(exp_op<T>());
+    if (l != nullptr || g == nullptr) {
+      alignas(64) T lb[gather_size];
+      Eigen::Map<Vec> lm(lb, len);
+      lm = om.log1p();
+      const auto sp_pos = xm.max(T(0)) + lm;     // softplus(x)
+      const auto sp_neg = (-xm).max(T(0)) + lm;  // softplus(-x)
+      lm = wm * ((ym == T(0)).select(T(0), pm * ym * sp_neg) +
+                 (ym == T(1)).select(T(0), (T(1) - ym) * sp_pos));
+      // A zero weight zeroes the element even where the bracket is infinite.
+      lm = (wm == T(0)).select(T(0), lm);
+      total.add(static_cast<A>(lm.template cast<A>().sum()));
+      if (l != nullptr) {
+        for (Index i = 0; i < len; ++i) l[(i0 + i) * ls] = lb[i];
+      }
+    }
+    if (g != nullptr) {
+      const auto sig_pos = (xm >= T(0)).select(T(1) / (T(1) + om), om / (T(1) + om));
+      const auto sig_neg = (xm >= T(0)).select(om / (T(1) + om), T(1) / (T(1) + om));
+      om = gscale * wm * ((T(1) - ym) * sig_pos - pm * ym * sig_neg);
+      for (Index i = 0; i < len; ++i) g[(i0 + i) * gs] = ob[i];
+    }
+  }
+  return total.total();
+}
+
+}  // namespace smax::detail
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
