@@ -24,8 +24,9 @@
 // here, as Eigen itself says in DisableStupidWarnings.h.
 #pragma GCC diagnostic ignored "-Wignored-attributes"
 #if !defined(__clang__)
-// GCC 12 reports _mm512_undefined_* inside AVX-512 intrinsics as maybe-uninitialized.
+// GCC 12 reports _mm512_undefined_* inside AVX-512 intrinsics as (maybe-)uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #endif
 

@@ -579,16 +579,19 @@ auto log_sigmoid_expr(const X& x) {
   return x.min(T(0)) - (-x.abs()).unaryExpr(exp_op<T>()).log1p();
 }
 
-/// BCE-with-logits of one strided run of n elements whose classes are c0 .. c0 + n - 1
-/// (class-wise weights w and positive weights pw, each empty, of length 1, or per class):
-///   l = w_c [pw_c y softplus(-x) + (1 - y) softplus(x)],  terms with a zero factor skipped,
+/// BCE-with-logits of one strided run of n elements of classes c0, c0 + cstep, ... (class
+/// weights w and positive weights pw: each empty, a single value, or one per class):
+///   l = w_c [pw_c y softplus(-x) + (1 - y) softplus(x)],   a term whose factor (pw_c y or
+///       1 - y, or w_c for the whole) is 0 contributes 0 even where softplus is +inf;
 ///   dl/dx = w_c [(1 - y) sigmoid(x) - pw_c y sigmoid(-x)].
-/// Writes gscale * dl/dx to g when g is not null (g may alias x or y exactly), and the
-/// per-element loss to l when l is not null; returns the sum of the losses.
+/// When g is not null writes gscale * u_i * dl/dx_i to g (u_i = 1 when u is null); when l
+/// is not null writes the losses to l; g and l may alias x, y or u exactly (element i of
+/// every input is read before element i of an output is written). Returns the sum of the
+/// losses when want_loss, else 0.
 template <typename T>
 acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const strided_view<T>& w,
-                 const strided_view<T>& pw, Index c0, Index cstep, T* g, Index gs, T gscale,
-                 T* l, Index ls) {
+                 const strided_view<T>& pw, Index c0, Index cstep, const T* u, Index us, T* g,
+                 Index gs, T gscale, T* l, Index ls, bool want_loss) {
   using A = acc_t<T>;
   using Vec = Eigen::Array<T, Eigen::Dynamic, 1>;
   const auto class_value = [](const strided_view<T>& v, Index c) {
@@ -598,6 +601,7 @@ acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const stri
   alignas(64) T yb[gather_size];
   alignas(64) T wb[gather_size];
   alignas(64) T pb[gather_size];
+  alignas(64) T eb[gather_size];
   alignas(64) T ob[gather_size];
   pairwise_sum<A> total;
   for (Index i0 = 0; i0 < n; i0 += gather_size) {
@@ -610,29 +614,30 @@ acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const stri
       pb[i] = class_value(pw, c);
     }
     const Eigen::Map<const Vec> xm(xb, len), ym(yb, len), wm(wb, len), pm(pb, len);
-    Eigen::Map<Vec> om(ob, len);
-    // ob = e = exp(-|x|), then the loss or the gradient from it.
-    om = (-xm.abs()).unaryExpr(exp_op<T>());
-    if (l != nullptr || g == nullptr) {
-      alignas(64) T lb[gather_size];
-      Eigen::Map<Vec> lm(lb, len);
-      lm = om.log1p();
-      const auto sp_pos = xm.max(T(0)) + lm;     // softplus(x)
-      const auto sp_neg = (-xm).max(T(0)) + lm;  // softplus(-x)
-      lm = wm * ((ym == T(0)).select(T(0), pm * ym * sp_neg) +
-                 (ym == T(1)).select(T(0), (T(1) - ym) * sp_pos));
-      // A zero weight zeroes the element even where the bracket is infinite.
-      lm = (wm == T(0)).select(T(0), lm);
-      total.add(static_cast<A>(lm.template cast<A>().sum()));
+    Eigen::Map<Vec> em(eb, len), om(ob, len);
+    em = (-xm.abs()).unaryExpr(exp_op<T>());  // exp(-|x|): never overflows
+    if (want_loss || l != nullptr) {
+      om = em.log1p();
+      const auto sp_pos = xm.max(T(0)) + om;     // softplus(x)
+      const auto sp_neg = (-xm).max(T(0)) + om;  // softplus(-x)
+      const auto a_pos = pm * ym;                // factor of -log sigmoid(x)
+      const auto a_neg = T(1) - ym;              // factor of -log sigmoid(-x)
+      om = (wm == T(0)).select(T(0), wm * ((a_pos == T(0)).select(T(0), a_pos * sp_neg) +
+                                           (a_neg == T(0)).select(T(0), a_neg * sp_pos)));
+      if (want_loss) total.add(static_cast<A>(om.template cast<A>().sum()));
       if (l != nullptr) {
-        for (Index i = 0; i < len; ++i) l[(i0 + i) * ls] = lb[i];
+        for (Index i = 0; i < len; ++i) l[(i0 + i) * ls] = ob[i];
       }
     }
     if (g != nullptr) {
-      const auto sig_pos = (xm >= T(0)).select(T(1) / (T(1) + om), om / (T(1) + om));
-      const auto sig_neg = (xm >= T(0)).select(om / (T(1) + om), T(1) / (T(1) + om));
+      const auto sig_pos = (xm >= T(0)).select(T(1) / (T(1) + em), em / (T(1) + em));
+      const auto sig_neg = (xm >= T(0)).select(em / (T(1) + em), T(1) / (T(1) + em));
       om = gscale * wm * ((T(1) - ym) * sig_pos - pm * ym * sig_neg);
-      for (Index i = 0; i < len; ++i) g[(i0 + i) * gs] = ob[i];
+      if (u != nullptr) {
+        for (Index i = 0; i < len; ++i) g[(i0 + i) * gs] = u[(i0 + i) * us] * ob[i];
+      } else {
+        for (Index i = 0; i < len; ++i) g[(i0 + i) * gs] = ob[i];
+      }
     }
   }
   return total.total();
