@@ -92,7 +92,20 @@ EIGEN_STRONG_INLINE Packet pexp_accurate(const Packet& x) {
   constexpr auto c = taylor_coefficients<T>();
   Packet p = ei::pset1<Packet>(c[C::degree]);
   for (int j = C::degree - 1; j >= 0; --j) p = ei::pmadd(p, r, ei::pset1<Packet>(c[j]));
-  const Packet result = ei::pldexp(p, k);
+  Packet result;
+  if constexpr (std::is_same_v<T, float>) {
+    // 2^k by building the exponent field when 2^k is a normal number in every lane;
+    // pldexp's exact multi-step scaling is needed only near underflow and overflow.
+    const Packet outside = ei::por(ei::pcmp_lt(k, ei::pset1<Packet>(T(-126))),
+                                   ei::pcmp_lt(ei::pset1<Packet>(T(127)), k));
+    if (ei::predux_any(outside)) {
+      result = ei::pldexp(p, k);
+    } else {
+      result = ei::pldexp_fast_impl<Packet>::run(p, k);
+    }
+  } else {
+    result = ei::pldexp(p, k);
+  }
   // pmin/pmax do not promise to keep NaN; put it back.
   return ei::pselect(ei::pcmp_eq(x, x), result, x);
 }

@@ -190,6 +190,26 @@ T max_nan(const T* x, Index n, Index xs) {
       .template maxCoeff<Eigen::PropagateNaN>();
 }
 
+/// Largest entry, or -inf for an empty range. Cheaper than max_nan: if there is a NaN the
+/// result is unspecified, so callers either see the NaN later (it makes the sum of
+/// exponentials NaN) or check with has_nan on their rare non-finite paths.
+template <typename T>
+T max_fast(const T* x, Index n, Index xs) {
+  if (n == 0) return -std::numeric_limits<T>::infinity();
+  if (xs == 1) return Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(x, n).maxCoeff();
+  return Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>(
+             x, n, Eigen::InnerStride<>(xs))
+      .maxCoeff();
+}
+
+template <typename T>
+bool has_nan(const T* x, Index n, Index xs) {
+  for (Index i = 0; i < n; ++i) {
+    if (std::isnan(x[i * xs])) return true;
+  }
+  return false;
+}
+
 template <typename T, typename Pred>
 Index count_if(const T* x, Index n, Index xs, Pred pred) {
   Index c = 0;
@@ -220,9 +240,11 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
   if (n == 0) return;
   const T inf = std::numeric_limits<T>::infinity();
   const T nan = std::numeric_limits<T>::quiet_NaN();
-  const T m = max_nan(x, n, xs);
-  if (std::isnan(m) || m == -inf) {
-    // NaN anywhere, or nothing but -inf (0/0): no limit exists.
+  const T m = max_fast(x, n, xs);
+  const bool limit_case = !std::isfinite(m) || temperature == T(0) || temperature == inf;
+  if (std::isnan(m) || m == -inf || (limit_case && has_nan(x, n, xs))) {
+    // NaN anywhere, or nothing but -inf (0/0): no limit exists. (A NaN on the regular path
+    // below turns the sum, and with it every output, into NaN.)
     fill(y, n, ys, nan);
     return;
   }
@@ -288,10 +310,10 @@ void forward_lanes(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
   const auto out = [&](Index k) { return Eigen::Map<Lanes>(y + k * yk, nb); };
   if (len == 0) return;
 
+  // A NaN may or may not survive this max; either way it reaches the lane's sum, and NaN
+  // sums make the whole distribution NaN.
   Lanes m = in(0);
-  for (Index k = 1; k < len; ++k) {
-    m = m.binaryExpr(in(k), Eigen::internal::scalar_max_op<T, T, Eigen::PropagateNaN>());
-  }
+  for (Index k = 1; k < len; ++k) m = m.max(in(k));
   const T inf = std::numeric_limits<T>::infinity();
   if (!m.isFinite().all() || temperature == T(0) || temperature == inf) {
     // Limits and non-finite maxima: rare, handled one distribution at a time.
@@ -367,8 +389,11 @@ void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Ind
 /// log(sum(exp(x))) of one distribution.
 template <typename T>
 T logsumexp_one(const T* x, Index xs, Index n) {
-  const T m = max_nan(x, n, xs);
-  if (!std::isfinite(m)) return m;  // NaN, -inf (empty or all -inf), +inf
+  const T m = max_fast(x, n, xs);
+  if (!std::isfinite(m)) {
+    // -inf: empty or all -inf; +inf: the limit, unless a NaN hides behind it.
+    return has_nan(x, n, xs) ? std::numeric_limits<T>::quiet_NaN() : m;
+  }
   pairwise_sum<acc_t<T>> acc;
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, shift<T>(m, T(1)), acc);
   return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
