@@ -80,7 +80,7 @@ inline constexpr bool has_packet_exp =
 
 /// exp of every lane of x; NaN stays NaN, -inf gives 0, +inf gives +inf.
 template <typename Packet>
-EIGEN_STRONG_INLINE Packet pexp_accurate(const Packet& x) {
+EIGEN_ALWAYS_INLINE Packet pexp_accurate(const Packet& x) {
   namespace ei = Eigen::internal;
   using T = typename ei::unpacket_traits<Packet>::type;
   using C = exp_constants<T>;
@@ -115,7 +115,7 @@ template <typename T>
 struct exp_op {
   T operator()(const T& x) const { return std::exp(x); }
   template <typename Packet>
-  EIGEN_STRONG_INLINE Packet packetOp(const Packet& x) const {
+  EIGEN_ALWAYS_INLINE Packet packetOp(const Packet& x) const {
     return pexp_accurate(x);
   }
 };

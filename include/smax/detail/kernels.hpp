@@ -86,7 +86,7 @@ struct shift {
   T operator()(T x) const { return divide ? (half * x - hmax) / hT : x - hmax; }
 
   template <typename Packet>
-  EIGEN_STRONG_INLINE Packet operator()(const Packet& x) const {
+  EIGEN_ALWAYS_INLINE Packet operator()(const Packet& x) const {
     namespace ei = Eigen::internal;
     if (!divide) return ei::psub(x, ei::pset1<Packet>(hmax));
     const Packet d = ei::psub(ei::pmul(ei::pset1<Packet>(half), x), ei::pset1<Packet>(hmax));
@@ -131,18 +131,22 @@ void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
     }
   }
   if constexpr (has_packet_exp<T>) {
-    // The last partial packet: pad with -inf, whose exp is exactly 0.
+    // The last partial packet. Padding lanes hold the maximum (exponent 0): padding with
+    // -inf would also give 0 but sends the packet through the slow subnormal scaling and
+    // FP assists, which costs more than the rest of a short row.
     namespace ei = Eigen::internal;
     using Packet = typename ei::packet_traits<T>::type;
     constexpr Index ps = ei::unpacket_traits<Packet>::size;
     if (i < n) {
       alignas(64) T buf[ps];
       const Index rest = n - i;
-      for (Index j = 0; j < ps; ++j) buf[j] = j < rest ? x[i + j] : -std::numeric_limits<T>::infinity();
-      const Packet e = pexp_accurate(sh(ei::pload<Packet>(buf)));
-      ei::pstore(buf, e);
+      const T pad = sh.hmax / sh.half;
+      for (Index j = 0; j < ps; ++j) buf[j] = j < rest ? x[i + j] : pad;
+      ei::pstore(buf, pexp_accurate(sh(ei::pload<Packet>(buf))));
       if constexpr (Store) std::copy(buf, buf + rest, out + i);
-      acc.add(static_cast<acc_t<T>>(ei::predux(e)));
+      acc_t<T> s(0);
+      for (Index j = 0; j < rest; ++j) s += buf[j];
+      acc.add(s);
       i = n;
     }
   }
@@ -399,6 +403,17 @@ T logsumexp_one(const T* x, Index xs, Index n) {
   return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
 }
 
+/// Sum of block_sum(i, len) over blocks of block_size entries: each block is summed in T
+/// by Eigen's vectorised reduction, the block sums pairwise in acc_t<T>.
+template <typename T, typename F>
+acc_t<T> sum_blocks(Index n, F&& block_sum) {
+  pairwise_sum<acc_t<T>> acc;
+  for (Index i = 0; i < n; i += block_size) {
+    acc.add(static_cast<acc_t<T>>(block_sum(i, std::min(block_size, n - i))));
+  }
+  return acc.total();
+}
+
 /// Calls f with Eigen maps of the three strided ranges: unit-stride maps (vectorised) when
 /// every stride is 1, strided maps otherwise.
 template <typename T, typename F>
@@ -418,9 +433,9 @@ template <typename T>
 void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, Index os,
                           Index n, T temperature) {
   with_maps(y, ys, dy, dys, out, os, n, [&](const auto& ym, const auto& dym, auto&& om) {
-    const T g = static_cast<T>(ym.template cast<acc_t<T>>()
-                                   .cwiseProduct(dym.template cast<acc_t<T>>())
-                                   .sum());
+    const T g = static_cast<T>(sum_blocks<T>(n, [&](Index i, Index len) {
+      return (ym.segment(i, len) * dym.segment(i, len)).sum();
+    }));
     if (temperature == T(1)) {
       om = ym * (dym - g);
     } else {
@@ -434,7 +449,8 @@ template <typename T>
 void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T* out,
                               Index os, Index n, T temperature) {
   with_maps(logy, ls, dy, dys, out, os, n, [&](const auto& lm, const auto& dym, auto&& om) {
-    const T s = static_cast<T>(dym.template cast<acc_t<T>>().sum());
+    const T s = static_cast<T>(
+        sum_blocks<T>(n, [&](Index i, Index len) { return dym.segment(i, len).sum(); }));
     if (temperature == T(1)) {
       om = dym - lm.unaryExpr(exp_op<T>()) * s;
     } else {
