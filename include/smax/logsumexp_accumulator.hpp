@@ -23,7 +23,8 @@ namespace smax {
 /// one-shot logsumexp to within a few ULP of max(|result|, 1).
 ///
 /// Policy, as smax::logsumexp: nothing pushed (or only -inf) gives -inf, any +inf gives
-/// +inf, any NaN gives NaN. The scaled sum is kept in double for float. The state is a
+/// +inf, any NaN gives NaN. The scaled sum is kept in double for float and compensated
+/// (Neumaier), so pushing values one by one loses no accuracy. The state is a
 /// few scalars: copying, pushing and merging never allocate (a block that is an
 /// expression is evaluated once).
 ///
@@ -73,18 +74,18 @@ class logsumexp_accumulator {
   }
 
   /// Adds everything another accumulator has seen.
-  void merge(const logsumexp_accumulator& other) { absorb(other.max_, other.sum_); }
+  void merge(const logsumexp_accumulator& other) { absorb(other.max_, other.scaled_sum()); }
 
   /// logsumexp of everything pushed so far.
   T value() const {
     if (!std::isfinite(max_)) return max_;
-    return static_cast<T>(static_cast<sum_type>(max_) + std::log(sum_));
+    return static_cast<T>(static_cast<sum_type>(max_) + std::log(scaled_sum()));
   }
 
   /// The running maximum m (-inf when empty, NaN after a NaN).
   T max() const { return max_; }
   /// The scaled sum s = sum_i exp(x_i - m), in [1, count] once a finite value was pushed.
-  sum_type scaled_sum() const { return sum_; }
+  sum_type scaled_sum() const { return sum_ + compensation_; }
 
  private:
   static constexpr T inf() { return std::numeric_limits<T>::infinity(); }
@@ -110,15 +111,27 @@ class logsumexp_accumulator {
       return;
     }
     if (m > max_) {
-      sum_ = sum_ * std::exp(static_cast<sum_type>(max_) - static_cast<sum_type>(m)) + s;
+      const sum_type f = std::exp(static_cast<sum_type>(max_) - static_cast<sum_type>(m));
+      sum_ *= f;
+      compensation_ *= f;
       max_ = m;
+      add(s);
     } else {
-      sum_ += s * std::exp(static_cast<sum_type>(m) - static_cast<sum_type>(max_));
+      add(s * std::exp(static_cast<sum_type>(m) - static_cast<sum_type>(max_)));
     }
+  }
+
+  // Neumaier's compensated sum: values pushed one by one would otherwise accumulate one
+  // rounding each, n * eps/2 after n pushes.
+  void add(sum_type v) {
+    const sum_type t = sum_ + v;
+    compensation_ += std::abs(sum_) >= std::abs(v) ? (sum_ - t) + v : (v - t) + sum_;
+    sum_ = t;
   }
 
   T max_ = -std::numeric_limits<T>::infinity();
   sum_type sum_ = sum_type(0);
+  sum_type compensation_ = sum_type(0);
 };
 
 }  // namespace smax

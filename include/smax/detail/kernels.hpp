@@ -403,8 +403,8 @@ T logsumexp_one(const T* x, Index xs, Index n) {
   return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
 }
 
-/// Sum of block_sum(i, len) over blocks of block_size entries: each block is summed in T
-/// by Eigen's vectorised reduction, the block sums pairwise in acc_t<T>.
+/// Sum of block_sum(i, len) over blocks of block_size entries, the block sums added
+/// pairwise in acc_t<T>.
 template <typename T, typename F>
 acc_t<T> sum_blocks(Index n, F&& block_sum) {
   pairwise_sum<acc_t<T>> acc;
@@ -434,7 +434,10 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
                           Index n, T temperature) {
   with_maps(y, ys, dy, dys, out, os, n, [&](const auto& ym, const auto& dym, auto&& om) {
     const T g = static_cast<T>(sum_blocks<T>(n, [&](Index i, Index len) {
-      return (ym.segment(i, len) * dym.segment(i, len)).sum();
+      // Products and sums in acc_t: dy - <dy, y> cancels, so <dy, y> must be tight.
+      return (ym.segment(i, len).template cast<acc_t<T>>() *
+              dym.segment(i, len).template cast<acc_t<T>>())
+          .sum();
     }));
     if (temperature == T(1)) {
       om = ym * (dym - g);
@@ -450,7 +453,9 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
                               Index os, Index n, T temperature) {
   with_maps(logy, ls, dy, dys, out, os, n, [&](const auto& lm, const auto& dym, auto&& om) {
     const T s = static_cast<T>(
-        sum_blocks<T>(n, [&](Index i, Index len) { return dym.segment(i, len).sum(); }));
+        sum_blocks<T>(n, [&](Index i, Index len) {
+          return dym.segment(i, len).template cast<acc_t<T>>().sum();
+        }));
     if (temperature == T(1)) {
       om = dym - lm.unaryExpr(exp_op<T>()) * s;
     } else {
