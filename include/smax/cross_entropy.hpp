@@ -51,13 +51,18 @@
 ///   Without weights and smoothing A_n = 1: (p - onehot(y)) / T, or (p - q) / T.
 ///
 /// Numerical policy (the core's, see softmax.hpp): logits of any finite magnitude (1e30,
-/// FLT_MAX) never overflow into NaN; -inf logits get probability 0 and gradient a-free 0;
-/// a class with a_{n,c} > 0 and logit -inf gives loss +inf (not NaN) and a finite gradient;
-/// a term whose coefficient a_{n,c} is exactly 0 contributes 0 even where log p = -inf.
+/// FLT_MAX) never overflow into NaN; a -inf logit gets probability 0, so its gradient is
+/// -a_{n,c} / T (exactly 0 for a class the target does not name); a class with a_{n,c} > 0
+/// and logit -inf gives loss +inf (not NaN) and a finite gradient; a term whose coefficient
+/// a_{n,c} is exactly 0 contributes 0 even where log p = -inf. A loss whose true value
+/// exceeds the largest finite number (a target logit 2 * FLT_MAX below the maximum) is
+/// +inf, its correct rounding.
 /// Label smoothing puts mass on every class, so any -inf logit then gives +inf (as in
 /// PyTorch). One +inf logit makes p one-hot on it; two, or any NaN, or only -inf logits make
-/// that sample's loss and gradient NaN. Losses are accumulated pairwise in double for
-/// float.
+/// that sample's loss and gradient NaN. Accumulation follows the core's exp-sum: sums over
+/// classes in blocks of 256 summed in T, blocks combined pairwise in acc_t (double for
+/// float); each sample's loss and the batch total are formed in acc_t. Logits may also be
+/// long double (scalar code).
 ///
 /// Where smax differs from PyTorch (PyTorch evaluates 0 * inf there): a zero coefficient
 /// times a -inf log-probability (zero class weight, zero target probability, eps = 1 on the
@@ -90,8 +95,9 @@ enum class reduction {
 template <typename T>
 class class_weights {
   template <typename R>
-  using range_of_t = std::enable_if_t<!detail::is_eigen_v<std::decay_t<R>> &&
-                                      std::is_same_v<typename detail::range_value<std::decay_t<R>>::type, T>>;
+  using range_of_t = std::enable_if_t<
+      !detail::loss::is_eigen_v<std::decay_t<R>> &&
+      std::is_same_v<typename detail::loss::range_value<std::decay_t<R>>::type, T>>;
 
  public:
   using scalar_type = T;
@@ -106,7 +112,7 @@ class class_weights {
   /// A view of the Eigen vector w (which must outlive its use).
   template <typename D>
   class_weights(const Eigen::DenseBase<D>& w)  // NOLINT(google-explicit-constructor)
-      : data_(w.derived().data()), size_(w.size()), stride_(detail::vector_stride(w)) {
+      : data_(w.derived().data()), size_(w.size()), stride_(detail::loss::vector_stride(w)) {
     static_assert(std::is_same_v<typename D::Scalar, T>,
                   "smax::class_weights: the weights must have the logits' scalar type");
     static_assert(D::IsVectorAtCompileTime,
@@ -185,7 +191,7 @@ struct loss_with_grad {
   Grad grad;
 };
 
-namespace detail {
+namespace detail::loss {
 
 template <typename T>
 strided_view<T> view_of(const class_weights<T>& w) {
@@ -262,10 +268,9 @@ void with_upstream(const U& up, const G& grad, F&& f) {
 /// samples with ce_sample. Returns the reduced loss in the reduced modes.
 template <loss_mode Mode, typename D, typename Targets, typename Axis, typename G, typename L,
           typename U>
-typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits,
-                          const Targets& targets, Axis axis,
-                          const cross_entropy_options<typename D::Scalar>& o, const G& grad,
-                          const L& losses, const U& upstream) {
+typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, const Targets& targets,
+                          Axis axis, const cross_entropy_options<typename D::Scalar>& o,
+                          const G& grad, const L& losses, const U& upstream) {
   using T = typename D::Scalar;
   using A = acc_t<T>;
   static_check_scalar<D>();
@@ -337,8 +342,9 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits,
     with_index_view(targets, [&](const auto& tv) {
       check_index_count(fn, tv, n_samples);
       const A denom = check_indices<T>(fn, tv, n_classes, o.ignore_index, w);
-      const A w_sum = w.empty() ? static_cast<A>(n_classes)
-                                : blocked_sum<A>(n_classes, [&](Index c) { return static_cast<A>(w[c]); });
+      const A w_sum =
+          w.empty() ? static_cast<A>(n_classes)
+                    : blocked_sum<A>(n_classes, [&](Index c) { return static_cast<A>(w[c]); });
       result = sweep(
           [&](Index d, const T* x, Index xs, T* g, Index gs, T gscale) -> A {
             const std::int64_t y = tv[d];
@@ -369,7 +375,7 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits,
       result = sweep(
           [&](Index d, const T* x, Index xs, T* g, Index gs, T gscale) -> A {
             const probability_model<T> model{qb.data + d * qb.dstride, qb.kstride, T(1) - eps,
-                                              smooth, w};
+                                             smooth, w};
             return ce_sample(x, xs, n_classes, temperature, model, g, gs, gscale);
           },
           static_cast<A>(n_samples));
@@ -435,7 +441,9 @@ typename D::Scalar nll_run(const char* fn, const Eigen::DenseBase<D>& log_probs,
         if (y != o.ignore_index) {
           const Index yc = static_cast<Index>(y);
           const T wy = w.or_one(yc);
-          ld = wy == T(0) ? A(0) : -static_cast<A>(wy) * static_cast<A>(b.data[d * b.dstride + yc * b.kstride]);
+          ld = wy == T(0)
+                   ? A(0)
+                   : -static_cast<A>(wy) * static_cast<A>(b.data[d * b.dstride + yc * b.kstride]);
           gy = -wy * scale;
           if constexpr (has_grad) {
             T* g = gb.data + d * gb.dstride;
@@ -461,7 +469,7 @@ typename D::Scalar nll_run(const char* fn, const Eigen::DenseBase<D>& log_probs,
 
 inline constexpr no_output none_out{};
 
-}  // namespace detail
+}  // namespace detail::loss
 
 // ---------------------------------------------------------------------------------------
 // cross_entropy
@@ -478,10 +486,9 @@ template <typename D, typename Targets>
 typename D::Scalar cross_entropy(const Eigen::DenseBase<D>& logits, const Targets& targets,
                                  const cross_entropy_options<typename D::Scalar>& options = {}) {
   detail::static_check_vector<D>("smax::cross_entropy");
-  return detail::ce_run<detail::loss_mode::loss>("smax::cross_entropy", logits, targets,
-                                                 detail::vector_axis_t<D>{}, options,
-                                                 detail::none_out, detail::none_out,
-                                                 detail::none_out);
+  return detail::loss::ce_run<detail::loss::loss_mode::loss>(
+      "smax::cross_entropy", logits, targets, detail::vector_axis_t<D>{}, options,
+      detail::loss::none_out, detail::loss::none_out, detail::loss::none_out);
 }
 
 /// Softmax cross-entropy of a batch of logits (smax::rowwise: each row is a sample, as
@@ -512,9 +519,9 @@ template <typename D, typename Targets, typename Axis, detail::enable_if_axis_t<
 typename D::Scalar cross_entropy(const Eigen::DenseBase<D>& logits, const Targets& targets,
                                  Axis axis,
                                  const cross_entropy_options<typename D::Scalar>& options = {}) {
-  return detail::ce_run<detail::loss_mode::loss>("smax::cross_entropy", logits, targets, axis,
-                                                 options, detail::none_out, detail::none_out,
-                                                 detail::none_out);
+  return detail::loss::ce_run<detail::loss::loss_mode::loss>(
+      "smax::cross_entropy", logits, targets, axis, options, detail::loss::none_out,
+      detail::loss::none_out, detail::loss::none_out);
 }
 
 /// Allocation-free fused cross-entropy of one sample: returns the loss and writes d loss /
@@ -527,9 +534,9 @@ typename D::Scalar cross_entropy_with_grad_into(
     const Eigen::DenseBase<Out>& grad, const Eigen::DenseBase<D>& logits, const Targets& targets,
     const cross_entropy_options<typename D::Scalar>& options = {}) {
   detail::static_check_vector<D>("smax::cross_entropy_with_grad_into");
-  return detail::ce_run<detail::loss_mode::loss_grad>(
+  return detail::loss::ce_run<detail::loss::loss_mode::loss_grad>(
       "smax::cross_entropy_with_grad_into", logits, targets, detail::vector_axis_t<D>{}, options,
-      grad.derived(), detail::none_out, detail::none_out);
+      grad.derived(), detail::loss::none_out, detail::loss::none_out);
 }
 
 /// Allocation-free fused cross-entropy of a batch: returns the reduced loss and writes its
@@ -548,10 +555,9 @@ template <typename Out, typename D, typename Targets, typename Axis,
 typename D::Scalar cross_entropy_with_grad_into(
     const Eigen::DenseBase<Out>& grad, const Eigen::DenseBase<D>& logits, const Targets& targets,
     Axis axis, const cross_entropy_options<typename D::Scalar>& options = {}) {
-  return detail::ce_run<detail::loss_mode::loss_grad>("smax::cross_entropy_with_grad_into",
-                                                      logits, targets, axis, options,
-                                                      grad.derived(), detail::none_out,
-                                                      detail::none_out);
+  return detail::loss::ce_run<detail::loss::loss_mode::loss_grad>(
+      "smax::cross_entropy_with_grad_into", logits, targets, axis, options, grad.derived(),
+      detail::loss::none_out, detail::loss::none_out);
 }
 
 /// Fused cross-entropy of one sample and its gradient: `.loss` and `.grad` (the logits'
@@ -563,9 +569,9 @@ loss_with_grad<typename D::Scalar, typename D::PlainObject> cross_entropy_with_g
     const cross_entropy_options<typename D::Scalar>& options = {}) {
   detail::static_check_vector<D>("smax::cross_entropy_with_grad");
   loss_with_grad<typename D::Scalar, typename D::PlainObject> r{};
-  r.loss = detail::ce_run<detail::loss_mode::loss_grad>(
-      "smax::cross_entropy_with_grad", logits, targets, detail::vector_axis_t<D>{}, options,
-      r.grad, detail::none_out, detail::none_out);
+  r.loss = detail::loss::ce_run<detail::loss::loss_mode::loss_grad>(
+      "smax::cross_entropy_with_grad", logits, targets, detail::vector_axis_t<D>{}, options, r.grad,
+      detail::loss::none_out, detail::loss::none_out);
   return r;
 }
 
@@ -577,9 +583,9 @@ loss_with_grad<typename D::Scalar, typename D::PlainObject> cross_entropy_with_g
     const Eigen::DenseBase<D>& logits, const Targets& targets, Axis axis,
     const cross_entropy_options<typename D::Scalar>& options = {}) {
   loss_with_grad<typename D::Scalar, typename D::PlainObject> r{};
-  r.loss = detail::ce_run<detail::loss_mode::loss_grad>("smax::cross_entropy_with_grad", logits,
-                                                        targets, axis, options, r.grad,
-                                                        detail::none_out, detail::none_out);
+  r.loss = detail::loss::ce_run<detail::loss::loss_mode::loss_grad>(
+      "smax::cross_entropy_with_grad", logits, targets, axis, options, r.grad,
+      detail::loss::none_out, detail::loss::none_out);
   return r;
 }
 
@@ -593,9 +599,9 @@ void cross_entropy_per_sample_into(const Eigen::DenseBase<Out>& losses,
                                    const Eigen::DenseBase<D>& logits, const Targets& targets,
                                    Axis axis,
                                    const cross_entropy_options<typename D::Scalar>& options = {}) {
-  detail::ce_run<detail::loss_mode::per_sample>("smax::cross_entropy_per_sample_into", logits,
-                                                targets, axis, options, detail::none_out,
-                                                losses.derived(), detail::none_out);
+  detail::loss::ce_run<detail::loss::loss_mode::per_sample>(
+      "smax::cross_entropy_per_sample_into", logits, targets, axis, options, detail::loss::none_out,
+      losses.derived(), detail::loss::none_out);
 }
 
 /// Per-sample cross-entropy (PyTorch's reduction='none'): one loss per sample, a column for
@@ -606,9 +612,9 @@ typename detail::reduced<D, Axis>::type cross_entropy_per_sample(
     const Eigen::DenseBase<D>& logits, const Targets& targets, Axis axis,
     const cross_entropy_options<typename D::Scalar>& options = {}) {
   typename detail::reduced<D, Axis>::type result;
-  detail::ce_run<detail::loss_mode::per_sample>("smax::cross_entropy_per_sample", logits,
-                                                targets, axis, options, detail::none_out,
-                                                result, detail::none_out);
+  detail::loss::ce_run<detail::loss::loss_mode::per_sample>(
+      "smax::cross_entropy_per_sample", logits, targets, axis, options, detail::loss::none_out,
+      result, detail::loss::none_out);
   return result;
 }
 
@@ -625,9 +631,9 @@ void cross_entropy_per_sample_backward_into(
     const Eigen::DenseBase<Out>& grad, const Eigen::DenseBase<D>& logits, const Targets& targets,
     const Eigen::DenseBase<DL>& dloss, Axis axis,
     const cross_entropy_options<typename D::Scalar>& options = {}) {
-  detail::ce_run<detail::loss_mode::per_sample_backward>(
+  detail::loss::ce_run<detail::loss::loss_mode::per_sample_backward>(
       "smax::cross_entropy_per_sample_backward_into", logits, targets, axis, options,
-      grad.derived(), detail::none_out, dloss.derived());
+      grad.derived(), detail::loss::none_out, dloss.derived());
 }
 
 /// Backward pass of cross_entropy_per_sample; see cross_entropy_per_sample_backward_into.
@@ -638,9 +644,9 @@ typename D::PlainObject cross_entropy_per_sample_backward(
     const Eigen::DenseBase<D>& logits, const Targets& targets, const Eigen::DenseBase<DL>& dloss,
     Axis axis, const cross_entropy_options<typename D::Scalar>& options = {}) {
   typename D::PlainObject grad;
-  detail::ce_run<detail::loss_mode::per_sample_backward>(
+  detail::loss::ce_run<detail::loss::loss_mode::per_sample_backward>(
       "smax::cross_entropy_per_sample_backward", logits, targets, axis, options, grad,
-      detail::none_out, dloss.derived());
+      detail::loss::none_out, dloss.derived());
   return grad;
 }
 
@@ -653,9 +659,9 @@ template <typename D, typename Targets>
 typename D::Scalar nll_loss(const Eigen::DenseBase<D>& log_probs, const Targets& targets,
                             const nll_loss_options<typename D::Scalar>& options = {}) {
   detail::static_check_vector<D>("smax::nll_loss");
-  return detail::nll_run<detail::loss_mode::loss>("smax::nll_loss", log_probs, targets,
-                                                  detail::vector_axis_t<D>{}, options,
-                                                  detail::none_out, detail::none_out);
+  return detail::loss::nll_run<detail::loss::loss_mode::loss>(
+      "smax::nll_loss", log_probs, targets, detail::vector_axis_t<D>{}, options,
+      detail::loss::none_out, detail::loss::none_out);
 }
 
 /// Negative log-likelihood for users who already hold log-probabilities (PyTorch's NLLLoss):
@@ -670,10 +676,11 @@ typename D::Scalar nll_loss(const Eigen::DenseBase<D>& log_probs, const Targets&
 /// \throws smax::error if options.reduction is none (use nll_loss_per_sample), the weights
 /// are bad, or a target is neither ignore_index nor in [0, C) (naming sample and value).
 template <typename D, typename Targets, typename Axis, detail::enable_if_axis_t<Axis> = 0>
-typename D::Scalar nll_loss(const Eigen::DenseBase<D>& log_probs, const Targets& targets,
-                            Axis axis, const nll_loss_options<typename D::Scalar>& options = {}) {
-  return detail::nll_run<detail::loss_mode::loss>("smax::nll_loss", log_probs, targets, axis,
-                                                  options, detail::none_out, detail::none_out);
+typename D::Scalar nll_loss(const Eigen::DenseBase<D>& log_probs, const Targets& targets, Axis axis,
+                            const nll_loss_options<typename D::Scalar>& options = {}) {
+  return detail::loss::nll_run<detail::loss::loss_mode::loss>("smax::nll_loss", log_probs, targets,
+                                                              axis, options, detail::loss::none_out,
+                                                              detail::loss::none_out);
 }
 
 /// Allocation-free nll_loss with its gradient with respect to log_probs written into grad
@@ -681,11 +688,11 @@ typename D::Scalar nll_loss(const Eigen::DenseBase<D>& log_probs, const Targets&
 template <typename Out, typename D, typename Targets, typename Axis,
           detail::enable_if_axis_t<Axis> = 0>
 typename D::Scalar nll_loss_with_grad_into(
-    const Eigen::DenseBase<Out>& grad, const Eigen::DenseBase<D>& log_probs,
-    const Targets& targets, Axis axis, const nll_loss_options<typename D::Scalar>& options = {}) {
-  return detail::nll_run<detail::loss_mode::loss_grad>("smax::nll_loss_with_grad_into",
-                                                       log_probs, targets, axis, options,
-                                                       grad.derived(), detail::none_out);
+    const Eigen::DenseBase<Out>& grad, const Eigen::DenseBase<D>& log_probs, const Targets& targets,
+    Axis axis, const nll_loss_options<typename D::Scalar>& options = {}) {
+  return detail::loss::nll_run<detail::loss::loss_mode::loss_grad>(
+      "smax::nll_loss_with_grad_into", log_probs, targets, axis, options, grad.derived(),
+      detail::loss::none_out);
 }
 
 /// nll_loss and its gradient with respect to log_probs: `.loss` and `.grad`.
@@ -694,9 +701,9 @@ loss_with_grad<typename D::Scalar, typename D::PlainObject> nll_loss_with_grad(
     const Eigen::DenseBase<D>& log_probs, const Targets& targets, Axis axis,
     const nll_loss_options<typename D::Scalar>& options = {}) {
   loss_with_grad<typename D::Scalar, typename D::PlainObject> r{};
-  r.loss = detail::nll_run<detail::loss_mode::loss_grad>("smax::nll_loss_with_grad", log_probs,
-                                                         targets, axis, options, r.grad,
-                                                         detail::none_out);
+  r.loss = detail::loss::nll_run<detail::loss::loss_mode::loss_grad>(
+      "smax::nll_loss_with_grad", log_probs, targets, axis, options, r.grad,
+      detail::loss::none_out);
   return r;
 }
 
@@ -708,9 +715,9 @@ typename detail::reduced<D, Axis>::type nll_loss_per_sample(
     const Eigen::DenseBase<D>& log_probs, const Targets& targets, Axis axis,
     const nll_loss_options<typename D::Scalar>& options = {}) {
   typename detail::reduced<D, Axis>::type result;
-  detail::nll_run<detail::loss_mode::per_sample>("smax::nll_loss_per_sample", log_probs,
-                                                 targets, axis, options, detail::none_out,
-                                                 result);
+  detail::loss::nll_run<detail::loss::loss_mode::per_sample>("smax::nll_loss_per_sample", log_probs,
+                                                             targets, axis, options,
+                                                             detail::loss::none_out, result);
   return result;
 }
 

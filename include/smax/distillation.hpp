@@ -53,10 +53,9 @@ struct distillation_options {
   T temperature = T(1);
 };
 
-namespace detail {
+namespace detail::loss {
 
-template <loss_mode Mode, typename D, typename E, typename Axis, typename G, typename L,
-          typename U>
+template <loss_mode Mode, typename D, typename E, typename Axis, typename G, typename L, typename U>
 typename D::Scalar kl_run(const char* fn, const Eigen::DenseBase<D>& student,
                           const Eigen::DenseBase<E>& teacher, Axis axis,
                           const distillation_options<typename D::Scalar>& o, const G& grad,
@@ -112,9 +111,9 @@ typename D::Scalar kl_run(const char* fn, const Eigen::DenseBase<D>& student,
           T gscale = red_scale;
           if constexpr (Mode == loss_mode::per_sample_backward) gscale = up.coeff(d);
           T* g = has_grad ? gb.data + d * gb.dstride : nullptr;
-          const A kl = kl_sample(sb.data + d * sb.dstride, sb.kstride, tb.data + d * tb.dstride,
-                                 tb.kstride, n_classes, temperature, g, gb.kstride,
-                                 gscale * temperature);
+          const A kl =
+              kl_sample(sb.data + d * sb.dstride, sb.kstride, tb.data + d * tb.dstride, tb.kstride,
+                        n_classes, temperature, g, gb.kstride, gscale * temperature);
           if constexpr (Mode == loss_mode::per_sample) {
             writable(losses).coeffRef(d) = static_cast<T>(t2 * kl);
           } else {
@@ -131,7 +130,7 @@ typename D::Scalar kl_run(const char* fn, const Eigen::DenseBase<D>& student,
   }
 }
 
-}  // namespace detail
+}  // namespace detail::loss
 
 /// Distillation loss of one sample (compile-time vectors): T^2 KL(softmax(teacher / T) ||
 /// softmax(student / T)). See the axis form. Allocates nothing.
@@ -140,10 +139,9 @@ typename D::Scalar distillation_loss(const Eigen::DenseBase<D>& student,
                                      const Eigen::DenseBase<E>& teacher,
                                      const distillation_options<typename D::Scalar>& options = {}) {
   detail::static_check_vector<D>("smax::distillation_loss");
-  return detail::kl_run<detail::loss_mode::loss>("smax::distillation_loss", student, teacher,
-                                                 detail::vector_axis_t<D>{}, options,
-                                                 detail::none_out, detail::none_out,
-                                                 detail::none_out);
+  return detail::loss::kl_run<detail::loss::loss_mode::loss>(
+      "smax::distillation_loss", student, teacher, detail::vector_axis_t<D>{}, options,
+      detail::loss::none_out, detail::loss::none_out, detail::loss::none_out);
 }
 
 /// Distillation loss of a batch (smax::rowwise: each row is a sample; smax::colwise: each
@@ -162,9 +160,9 @@ template <typename D, typename E, typename Axis, detail::enable_if_axis_t<Axis> 
 typename D::Scalar distillation_loss(const Eigen::DenseBase<D>& student,
                                      const Eigen::DenseBase<E>& teacher, Axis axis,
                                      const distillation_options<typename D::Scalar>& options = {}) {
-  return detail::kl_run<detail::loss_mode::loss>("smax::distillation_loss", student, teacher,
-                                                 axis, options, detail::none_out,
-                                                 detail::none_out, detail::none_out);
+  return detail::loss::kl_run<detail::loss::loss_mode::loss>(
+      "smax::distillation_loss", student, teacher, axis, options, detail::loss::none_out,
+      detail::loss::none_out, detail::loss::none_out);
 }
 
 /// Allocation-free distillation loss of one sample; the gradient with respect to the
@@ -175,9 +173,9 @@ typename D::Scalar distillation_loss_with_grad_into(
     const Eigen::DenseBase<E>& teacher,
     const distillation_options<typename D::Scalar>& options = {}) {
   detail::static_check_vector<D>("smax::distillation_loss_with_grad_into");
-  return detail::kl_run<detail::loss_mode::loss_grad>(
+  return detail::loss::kl_run<detail::loss::loss_mode::loss_grad>(
       "smax::distillation_loss_with_grad_into", student, teacher, detail::vector_axis_t<D>{},
-      options, grad.derived(), detail::none_out, detail::none_out);
+      options, grad.derived(), detail::loss::none_out, detail::loss::none_out);
 }
 
 /// Allocation-free distillation loss of a batch: returns the reduced loss and writes
@@ -185,16 +183,14 @@ typename D::Scalar distillation_loss_with_grad_into(
 /// shape; it may be the student or teacher logits themselves). Allocates nothing for inputs
 /// with direct access. \throws smax::error as distillation_loss, or on a grad of the wrong
 /// shape; grad is then untouched.
-template <typename Out, typename D, typename E, typename Axis,
-          detail::enable_if_axis_t<Axis> = 0>
+template <typename Out, typename D, typename E, typename Axis, detail::enable_if_axis_t<Axis> = 0>
 typename D::Scalar distillation_loss_with_grad_into(
     const Eigen::DenseBase<Out>& grad, const Eigen::DenseBase<D>& student,
     const Eigen::DenseBase<E>& teacher, Axis axis,
     const distillation_options<typename D::Scalar>& options = {}) {
-  return detail::kl_run<detail::loss_mode::loss_grad>("smax::distillation_loss_with_grad_into",
-                                                      student, teacher, axis, options,
-                                                      grad.derived(), detail::none_out,
-                                                      detail::none_out);
+  return detail::loss::kl_run<detail::loss::loss_mode::loss_grad>(
+      "smax::distillation_loss_with_grad_into", student, teacher, axis, options, grad.derived(),
+      detail::loss::none_out, detail::loss::none_out);
 }
 
 /// Distillation loss of one sample and its gradient with respect to the student logits.
@@ -204,9 +200,9 @@ loss_with_grad<typename D::Scalar, typename D::PlainObject> distillation_loss_wi
     const distillation_options<typename D::Scalar>& options = {}) {
   detail::static_check_vector<D>("smax::distillation_loss_with_grad");
   loss_with_grad<typename D::Scalar, typename D::PlainObject> r{};
-  r.loss = detail::kl_run<detail::loss_mode::loss_grad>(
+  r.loss = detail::loss::kl_run<detail::loss::loss_mode::loss_grad>(
       "smax::distillation_loss_with_grad", student, teacher, detail::vector_axis_t<D>{}, options,
-      r.grad, detail::none_out, detail::none_out);
+      r.grad, detail::loss::none_out, detail::loss::none_out);
   return r;
 }
 
@@ -217,9 +213,9 @@ loss_with_grad<typename D::Scalar, typename D::PlainObject> distillation_loss_wi
     const Eigen::DenseBase<D>& student, const Eigen::DenseBase<E>& teacher, Axis axis,
     const distillation_options<typename D::Scalar>& options = {}) {
   loss_with_grad<typename D::Scalar, typename D::PlainObject> r{};
-  r.loss = detail::kl_run<detail::loss_mode::loss_grad>("smax::distillation_loss_with_grad",
-                                                        student, teacher, axis, options, r.grad,
-                                                        detail::none_out, detail::none_out);
+  r.loss = detail::loss::kl_run<detail::loss::loss_mode::loss_grad>(
+      "smax::distillation_loss_with_grad", student, teacher, axis, options, r.grad,
+      detail::loss::none_out, detail::loss::none_out);
   return r;
 }
 
@@ -231,9 +227,9 @@ typename detail::reduced<D, Axis>::type distillation_loss_per_sample(
     const Eigen::DenseBase<D>& student, const Eigen::DenseBase<E>& teacher, Axis axis,
     const distillation_options<typename D::Scalar>& options = {}) {
   typename detail::reduced<D, Axis>::type result;
-  detail::kl_run<detail::loss_mode::per_sample>("smax::distillation_loss_per_sample", student,
-                                                teacher, axis, options, detail::none_out, result,
-                                                detail::none_out);
+  detail::loss::kl_run<detail::loss::loss_mode::per_sample>(
+      "smax::distillation_loss_per_sample", student, teacher, axis, options, detail::loss::none_out,
+      result, detail::loss::none_out);
   return result;
 }
 
@@ -246,9 +242,9 @@ void distillation_loss_per_sample_backward_into(
     const Eigen::DenseBase<Out>& grad, const Eigen::DenseBase<D>& student,
     const Eigen::DenseBase<E>& teacher, const Eigen::DenseBase<DL>& dloss, Axis axis,
     const distillation_options<typename D::Scalar>& options = {}) {
-  detail::kl_run<detail::loss_mode::per_sample_backward>(
+  detail::loss::kl_run<detail::loss::loss_mode::per_sample_backward>(
       "smax::distillation_loss_per_sample_backward_into", student, teacher, axis, options,
-      grad.derived(), detail::none_out, dloss.derived());
+      grad.derived(), detail::loss::none_out, dloss.derived());
 }
 
 /// Backward pass of distillation_loss_per_sample, returning the gradient (student's plain
@@ -259,9 +255,9 @@ typename D::PlainObject distillation_loss_per_sample_backward(
     const Eigen::DenseBase<DL>& dloss, Axis axis,
     const distillation_options<typename D::Scalar>& options = {}) {
   typename D::PlainObject grad;
-  detail::kl_run<detail::loss_mode::per_sample_backward>(
+  detail::loss::kl_run<detail::loss::loss_mode::per_sample_backward>(
       "smax::distillation_loss_per_sample_backward", student, teacher, axis, options, grad,
-      detail::none_out, dloss.derived());
+      detail::loss::none_out, dloss.derived());
   return grad;
 }
 

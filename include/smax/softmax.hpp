@@ -35,8 +35,9 @@
 /// - Empty input: empty output; logsumexp of nothing is -inf.
 ///
 /// Accuracy (float and double, measured against a long double / MPFR reference): softmax
-/// within 4 ULP + |z_i - max| / T * eps/2 relative (the rounding of z_i - max, amplified by
-/// exp, which no max-shifted algorithm avoids); log_softmax and logsumexp within 4 ULP of
+/// within 4 ULP + |z_i - max| / T * eps relative (the rounding of (z_i - max) / T, two
+/// roundings when T != 1 and one, eps/2, when T = 1, amplified by exp: no max-shifted
+/// algorithm avoids it); log_softmax and logsumexp within 4 ULP of
 /// max(|result|, 1) (cancellation near 0 is unavoidable). Sums of exponentials are
 /// accumulated pairwise, in double for float input.
 ///

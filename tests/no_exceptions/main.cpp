@@ -9,6 +9,8 @@
 
 #include <smax/softmax.hpp>
 
+static_assert(SMAX_HAS_EXCEPTIONS == 0, "this test must be compiled with -fno-exceptions");
+
 int main() {
   const Eigen::VectorXf z = Eigen::VectorXf::LinSpaced(3, 0.0f, 2.0f);
   const Eigen::VectorXf p = smax::softmax(z, -1.0f);

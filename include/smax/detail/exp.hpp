@@ -113,7 +113,16 @@ EIGEN_ALWAYS_INLINE Packet pexp_accurate(const Packet& x) {
 /// An Eigen functor for exp(x) that vectorises with pexp_accurate.
 template <typename T>
 struct exp_op {
-  T operator()(const T& x) const { return std::exp(x); }
+  // Scalars (Eigen's unaligned heads and tails) take the same packet code, so a result
+  // never depends on the alignment of the data it came from.
+  T operator()(const T& x) const {
+    if constexpr (has_packet_exp<T>) {
+      using Packet = typename Eigen::internal::packet_traits<T>::type;
+      return Eigen::internal::pfirst(pexp_accurate(Eigen::internal::pset1<Packet>(x)));
+    } else {
+      return std::exp(x);
+    }
+  }
   template <typename Packet>
   EIGEN_ALWAYS_INLINE Packet packetOp(const Packet& x) const {
     return pexp_accurate(x);

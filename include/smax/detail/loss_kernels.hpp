@@ -20,14 +20,29 @@
 /// \file
 /// The kernels behind the losses (cross_entropy.hpp, distillation.hpp, sigmoid.hpp): target
 /// adapters, argument checks and the per-sample fused loss/gradient sweeps. They reuse the
-/// core's max pass (max_nan), exp-sum pass (exp_sum with shift) and pairwise accumulation.
+/// core's max pass (max_fast, has_nan), exp-sum pass (exp_sum with shift) and pairwise
+/// accumulation.
 
+// GCC 12 reports the _mm512_undefined_* inside AVX-512 min/max/extract intrinsics as
+// (maybe-)uninitialized (GCC bug 105593). The pragmas below silence it where those
+// intrinsics are inlined into functions of this file, but not inside an out-of-line copy of
+// an Eigen function (an unrolled reduction, pldexp, plog1p), which no pragma here reaches.
+// Hence the plain packet loops below (exp_n, log1p_unit_n, packet_sum, block_sum) and the
+// pselect functors instead of .sum(), .max(0), .min(0) and Eigen's log1p.
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
+// As in kernels.hpp: packet types as template arguments drop their alignment attributes
+// (harmless); and the GCC 12 false positive above.
 #pragma GCC diagnostic ignored "-Wignored-attributes"
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #endif
 
-namespace smax::detail {
+// Everything here lives in smax::detail::loss, apart from the core (smax::detail), so the
+// two can grow independently without name clashes.
+namespace smax::detail::loss {
 
 // ---------------------------------------------------------------------------------------
 // Reading inputs
@@ -96,7 +111,8 @@ struct range_value {
 template <typename X>
 struct range_value<X, std::void_t<decltype(std::data(std::declval<const X&>())),
                                   decltype(std::size(std::declval<const X&>()))>> {
-  using type = std::remove_cv_t<std::remove_pointer_t<decltype(std::data(std::declval<const X&>()))>>;
+  using type =
+      std::remove_cv_t<std::remove_pointer_t<decltype(std::data(std::declval<const X&>()))>>;
 };
 
 template <typename X, typename = void>
@@ -130,8 +146,7 @@ constexpr target_kind kind_of_targets() {
 template <typename X>
 inline constexpr bool is_index_targets_v = kind_of_targets<X>() == target_kind::index;
 template <typename X>
-inline constexpr bool is_probability_targets_v =
-    kind_of_targets<X>() == target_kind::probability;
+inline constexpr bool is_probability_targets_v = kind_of_targets<X>() == target_kind::probability;
 
 template <typename X>
 constexpr void static_check_targets() {
@@ -230,9 +245,8 @@ Index class_count(const Eigen::DenseBase<D>& x, Axis) {
 }
 
 template <typename A, typename B>
-void check_same_shape_as(const char* function, const char* argument,
-                         const Eigen::DenseBase<A>& a, const Eigen::DenseBase<B>& b,
-                         const char* b_name) {
+void check_same_shape_as(const char* function, const char* argument, const Eigen::DenseBase<A>& a,
+                         const Eigen::DenseBase<B>& b, const char* b_name) {
   if (a.rows() != b.rows() || a.cols() != b.cols()) {
     fail(function, argument, "of shape " + shape_text(a.rows(), a.cols()),
          "the shape of '" + std::string(b_name) + "' (" + shape_text(b.rows(), b.cols()) + ")");
@@ -305,6 +319,173 @@ void with_map(P* p, Index n, Index s, F&& f) {
   }
 }
 
+/// a * b, except exactly 0 where a is 0 (even when b is inf or NaN): the zero-coefficient
+/// rule of the losses, as an Eigen functor that vectorises (Eigen 3.4's select() does not).
+template <typename T>
+struct zero_safe_product_op {
+  T operator()(const T& a, const T& b) const { return a == T(0) ? T(0) : a * b; }
+  template <typename Packet>
+  EIGEN_STRONG_INLINE Packet packetOp(const Packet& a, const Packet& b) const {
+    namespace ei = Eigen::internal;
+    const Packet zero = ei::pset1<Packet>(T(0));
+    return ei::pselect(ei::pcmp_eq(a, zero), zero, ei::pmul(a, b));
+  }
+};
+
+/// sigmoid(x) from x and e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) otherwise (one
+/// rounding either way). NaN stays NaN.
+template <typename T>
+struct sigmoid_from_exp_op {
+  T operator()(const T& x, const T& e) const { return (x >= T(0) ? T(1) : e) / (T(1) + e); }
+  template <typename Packet>
+  EIGEN_STRONG_INLINE Packet packetOp(const Packet& x, const Packet& e) const {
+    namespace ei = Eigen::internal;
+    const Packet one = ei::pset1<Packet>(T(1));
+    const Packet num = ei::pselect(ei::pcmp_le(ei::pset1<Packet>(T(0)), x), one, e);
+    return ei::pdiv(num, ei::padd(one, e));
+  }
+};
+
+/// Sum of n <= block_size contiguous values, with Eigen packets and two accumulators.
+template <typename T>
+T packet_sum(const T* p, Index n) {
+  Index i = 0;
+  T s(0);
+  if constexpr (Eigen::internal::packet_traits<T>::Vectorizable) {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<T>::type;
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    if (n >= 2 * ps) {
+      Packet a0 = ei::ploadu<Packet>(p);
+      Packet a1 = ei::ploadu<Packet>(p + ps);
+      for (i = 2 * ps; i + 2 * ps <= n; i += 2 * ps) {
+        a0 = ei::padd(a0, ei::ploadu<Packet>(p + i));
+        a1 = ei::padd(a1, ei::ploadu<Packet>(p + i + ps));
+      }
+      s = ei::predux(ei::padd(a0, a1));
+    }
+  }
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+
+/// Sum of an Eigen array expression of at most block_size entries: evaluated (vectorised)
+/// into a stack buffer, then packet_sum. Used instead of Eigen's .sum(), whose out-of-line
+/// reduction trips GCC 12's AVX-512 maybe-uninitialized false positive where no pragma here
+/// can reach it.
+template <typename E>
+typename E::Scalar block_sum(const E& e) {
+  static_assert(gather_size <= block_size, "chunks must fit block_sum's buffer");
+  using T = typename E::Scalar;
+  alignas(64) T buf[block_size];
+  const Index n = e.size();
+  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(buf, n) = e;
+  return packet_sum(buf, n);
+}
+
+/// x for x > 0, else 0 (NaN gives 0: callers get their NaN from log1p(exp(-|x|))).
+template <typename T>
+struct positive_part_op {
+  T operator()(const T& x) const { return x > T(0) ? x : T(0); }
+  template <typename Packet>
+  EIGEN_STRONG_INLINE Packet packetOp(const Packet& x) const {
+    namespace ei = Eigen::internal;
+    const Packet zero = ei::pset1<Packet>(T(0));
+    return ei::pselect(ei::pcmp_lt(zero, x), x, zero);
+  }
+};
+
+/// x for x < 0, else 0 (same NaN remark).
+template <typename T>
+struct negative_part_op {
+  T operator()(const T& x) const { return x < T(0) ? x : T(0); }
+  template <typename Packet>
+  EIGEN_STRONG_INLINE Packet packetOp(const Packet& x) const {
+    namespace ei = Eigen::internal;
+    const Packet zero = ei::pset1<Packet>(T(0));
+    return ei::pselect(ei::pcmp_lt(x, zero), x, zero);
+  }
+};
+
+/// out[i] = exp(in[i]) for n contiguous values (out may equal in), with the core's accurate
+/// vectorised exp. A plain packet loop rather than an Eigen expression: it keeps
+/// pexp_accurate inlined in a small function (see the GCC note at the top of this file).
+template <typename T>
+void exp_n(const T* in, T* out, Index n) {
+  Index i = 0;
+  if constexpr (has_packet_exp<T>) {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<T>::type;
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    for (; i + ps <= n; i += ps) ei::pstoreu(out + i, pexp_accurate(ei::ploadu<Packet>(in + i)));
+  }
+  for (; i < n; ++i) out[i] = std::exp(in[i]);
+}
+
+/// Terms of the series in plog1p_unit: (1/9)^K / (2K + 1) is below half an ULP of T.
+template <typename T>
+inline constexpr int log1p_terms = std::is_same_v<T, float> ? 8 : 17;
+
+/// log1p(e) for e in [0, 1] (the e = exp(-|x|) of the sigmoid family), as
+/// 2 atanh(s) = 2 s (1 + s^2/3 + s^4/5 + ...) with s = e / (2 + e) in [0, 1/3]: basic
+/// packet arithmetic only, within about 2 ULP, exact 0 at 0, full relative accuracy for
+/// tiny e. NaN stays NaN.
+template <typename Packet>
+EIGEN_STRONG_INLINE Packet plog1p_unit(const Packet& e) {
+  namespace ei = Eigen::internal;
+  using T = typename ei::unpacket_traits<Packet>::type;
+  constexpr int K = log1p_terms<T>;
+  // d = 2 + e rounds; its error err = e - (d - 2) is exact (d - 2 is, by Sterbenz), so
+  // s = e / (d + err) ~ q (1 - err / d) with q = e / d recovers that rounding.
+  const Packet two = ei::pset1<Packet>(T(2));
+  const Packet d = ei::padd(two, e);
+  const Packet err = ei::psub(e, ei::psub(d, two));
+  const Packet q = ei::pdiv(e, d);
+  const Packet s = ei::psub(q, ei::pmul(q, ei::pdiv(err, d)));
+  const Packet s2 = ei::pmul(s, s);
+  Packet p = ei::pset1<Packet>(static_cast<T>(1.0L / (2 * K + 1)));
+  for (int k = K - 1; k >= 0; --k) {
+    p = ei::pmadd(p, s2, ei::pset1<Packet>(static_cast<T>(1.0L / (2 * k + 1))));
+  }
+  return ei::pmul(ei::padd(s, s), p);
+}
+
+/// out[i] = log1p(in[i]) for n contiguous values in [0, 1] (out may equal in).
+template <typename T>
+void log1p_unit_n(const T* in, T* out, Index n) {
+  Index i = 0;
+  if constexpr (has_packet_exp<T>) {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<T>::type;
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    for (; i + ps <= n; i += ps) ei::pstoreu(out + i, plog1p_unit(ei::ploadu<Packet>(in + i)));
+  }
+  for (; i < n; ++i) out[i] = std::log1p(in[i]);
+}
+
+template <typename T>
+inline constexpr bool has_packet_select =
+    Eigen::internal::packet_traits<T>::Vectorizable&& Eigen::internal::packet_traits<T>::size > 1;
+
+/// Sum over blocks of term(i0, len, d), where d is the Eigen expression of
+/// -s_c = -(x_c - max) / T >= 0 for the block [i0, i0 + len) (the same values as -sh(x_c),
+/// vectorised); block results are added pairwise.
+template <typename A, typename T, typename F>
+A neg_shifted_sum(const T* x, Index xs, Index n, const shift<T>& sh, F&& term) {
+  pairwise_sum<A> total;
+  for (Index i0 = 0; i0 < n; i0 += block_size) {
+    const Index len = std::min(block_size, n - i0);
+    with_map(x + i0 * xs, len, xs, [&](const auto& xm) {
+      if (sh.divide) {
+        total.add(term(i0, len, (sh.hmax - sh.half * xm) / sh.hT));
+      } else {
+        total.add(term(i0, len, sh.hmax - xm));
+      }
+    });
+  }
+  return total.total();
+}
+
 // ---------------------------------------------------------------------------------------
 // Softmax cross-entropy of one sample
 //
@@ -327,8 +508,8 @@ struct ce_totals {
 template <typename T>
 struct index_model {
   Index y;
-  T hot;       // (1 - eps) * w_y
-  T smooth;    // eps / C
+  T hot;     // (1 - eps) * w_y
+  T smooth;  // eps / C
   strided_view<T> w;
   acc_t<T> w_sum;  // sum_c w_c (C without weights)
 
@@ -343,12 +524,21 @@ struct index_model {
     A linear(0);
     if (hot != T(0)) linear += static_cast<A>(hot) * -static_cast<A>(sh(x[y * xs]));
     if (smooth != T(0)) {
-      const A s = w.empty() ? blocked_sum<A>(n, [&](Index c) { return -static_cast<A>(sh(x[c * xs])); })
-                            : blocked_sum<A>(n, [&](Index c) {
-                                const T wc = w[c];
-                                return wc == T(0) ? A(0)
-                                                  : static_cast<A>(wc) * -static_cast<A>(sh(x[c * xs]));
-                              });
+      A s(0);
+      // Block sums in T (non-negative terms, vectorised), blocks combined in A, as the
+      // core's exp-sum does.
+      if (w.empty()) {
+        s = neg_shifted_sum<A>(
+            x, xs, n, sh, [](Index, Index, const auto& d) { return static_cast<A>(block_sum(d)); });
+      } else {
+        s = neg_shifted_sum<A>(x, xs, n, sh, [&](Index i0, Index len, const auto& d) {
+          A r(0);
+          with_map(w.data + i0 * w.stride, len, w.stride, [&](const auto& wm) {
+            r = static_cast<A>(block_sum(wm.binaryExpr(d, zero_safe_product_op<T>())));
+          });
+          return r;
+        });
+      }
       linear += static_cast<A>(smooth) * s;
     }
     return {static_cast<A>(hot) + static_cast<A>(smooth) * w_sum, linear};
@@ -383,12 +573,24 @@ struct probability_model {
 
   ce_totals<T> totals(const T* x, Index xs, Index n, const shift<T>& sh) const {
     using A = acc_t<T>;
-    const A a_sum = blocked_sum<A>(n, [&](Index c) { return static_cast<A>(coef(c)); });
-    const A linear = blocked_sum<A>(n, [&](Index c) {
-      const T a = coef(c);
-      return a == T(0) ? A(0) : static_cast<A>(a) * -static_cast<A>(sh(x[c * xs]));
+    pairwise_sum<A> a_sum;
+    const A linear = neg_shifted_sum<A>(x, xs, n, sh, [&](Index i0, Index len, const auto& d) {
+      A r(0);
+      with_map(q + i0 * qs, len, qs, [&](const auto& qm) {
+        const auto add = [&](const auto& a) {  // a: the block's coefficients a_c
+          a_sum.add(static_cast<A>(block_sum(a)));
+          r = static_cast<A>(block_sum(a.binaryExpr(d, zero_safe_product_op<T>())));
+        };
+        if (w.empty()) {
+          add(keep * qm + smooth);
+        } else {
+          with_map(w.data + i0 * w.stride, len, w.stride,
+                   [&](const auto& wm) { add(wm * (keep * qm + smooth)); });
+        }
+      });
+      return r;
     });
-    return {a_sum, linear};
+    return {a_sum.total(), linear};
   }
 
   void finish(T* g, Index gs, Index n, T k1, T k2) const {
@@ -411,14 +613,16 @@ struct probability_model {
 /// pass only reads g. Passes: max; linear term (only a read of x_y without smoothing);
 /// exp-sum (stores into g); scale.
 template <typename T, typename Model>
-acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& model, T* g,
-                   Index gs, T gscale) {
+acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& model, T* g, Index gs,
+                   T gscale) {
   using A = acc_t<T>;
   const T inf = std::numeric_limits<T>::infinity();
   const T nan = std::numeric_limits<T>::quiet_NaN();
   if (n == 0) return A(0);
-  const T m = max_nan(x, n, xs);
-  if (std::isnan(m) || m == -inf) {
+  // The cheap max: a NaN it misses makes the exp-sum, and so the loss and every gradient
+  // entry, NaN on the regular path; the +inf path below checks for one explicitly.
+  const T m = max_fast(x, n, xs);
+  if (std::isnan(m) || m == -inf || (m == inf && has_nan(x, n, xs))) {
     // NaN anywhere, or only -inf: softmax is undefined (0/0).
     if (g != nullptr) fill(g, n, gs, nan);
     return static_cast<A>(nan);
@@ -478,11 +682,24 @@ struct log_softmax_state {
   T log_s = T(0);
   Index hot = -1;
 
-  /// log p_c for the entry x = x_c.
-  T log_p(T x, Index c) const {
-    if (k == kind::finite) return sh(x) - log_s;
-    if (k == kind::one_hot) return c == hot ? T(0) : -std::numeric_limits<T>::infinity();
-    return std::numeric_limits<T>::quiet_NaN();
+  /// out[i] = log p_{c0 + i} for the len entries x[0], x[xs], ... of classes c0, c0 + 1, ...
+  void write_log_p(const T* x, Index xs, Index len, Index c0, T* out) const {
+    using Vec = Eigen::Array<T, Eigen::Dynamic, 1>;
+    Eigen::Map<Vec> om(out, len);
+    if (k == kind::finite) {
+      with_map(x, len, xs, [&](const auto& xm) {
+        if (sh.divide) {
+          om = (sh.half * xm - sh.hmax) / sh.hT - log_s;
+        } else {
+          om = (xm - sh.hmax) - log_s;
+        }
+      });
+    } else if (k == kind::one_hot) {
+      om.setConstant(-std::numeric_limits<T>::infinity());
+      if (hot >= c0 && hot < c0 + len) out[hot - c0] = T(0);
+    } else {
+      om.setConstant(std::numeric_limits<T>::quiet_NaN());
+    }
   }
 };
 
@@ -492,9 +709,10 @@ log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T tem
   using S = log_softmax_state<T>;
   const T inf = std::numeric_limits<T>::infinity();
   S st;
-  const T m = max_nan(x, n, xs);
+  const T m = max_fast(x, n, xs);
   if (std::isnan(m) || m == -inf) return st;  // undefined (also for n == 0; never read then)
   if (m == inf) {
+    if (has_nan(x, n, xs)) return st;
     Index count = 0;
     for (Index c = 0; c < n; ++c) {
       if (x[c * xs] == inf) {
@@ -505,11 +723,12 @@ log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T tem
     if (count == 1) st.k = S::kind::one_hot;
     return st;
   }
-  st.k = S::kind::finite;
   st.sh = shift<T>(m, temperature);
   pairwise_sum<acc_t<T>> acc;
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, st.sh, acc);
   st.log_s = static_cast<T>(std::log(acc.total()));
+  // A NaN the cheap max missed shows up here, in the sum.
+  if (!std::isnan(st.log_s)) st.k = S::kind::finite;
   return st;
 }
 
@@ -539,20 +758,17 @@ acc_t<T> kl_sample(const T* s, Index ss, const T* t, Index ts, Index n, T temper
   alignas(64) T q[gather_size];
   for (Index i0 = 0; i0 < n; i0 += gather_size) {
     const Index len = std::min(gather_size, n - i0);
-    for (Index i = 0; i < len; ++i) {
-      const Index c = i0 + i;
-      lp[i] = sp.log_p(s[c * ss], c);
-      lq[i] = tq.log_p(t[c * ts], c);
-    }
+    sp.write_log_p(s + i0 * ss, ss, len, i0, lp);
+    tq.write_log_p(t + i0 * ts, ts, len, i0, lq);
     const Eigen::Map<const Vec> lpm(lp, len), lqm(lq, len);
     Eigen::Map<Vec> pm(p, len), qm(q, len);
-    qm = lqm.unaryExpr(exp_op<T>());
-    total.add(static_cast<A>(
-        (qm > T(0)).select(qm * (lqm - lpm), T(0)).template cast<A>().sum()));
+    exp_n(lq, q, len);
+    // Chunk sums in T, chunks combined in A (the terms carry their own rounding anyway).
+    total.add(static_cast<A>(block_sum(qm.binaryExpr(lqm - lpm, zero_safe_product_op<T>()))));
     if (g != nullptr) {
-      pm = lpm.unaryExpr(exp_op<T>());
+      exp_n(lp, p, len);
       pm = gscale * (pm - qm);
-      for (Index i = 0; i < len; ++i) g[(i0 + i) * gs] = p[i];
+      with_map(g + i0 * gs, len, gs, [&](auto&& gm) { gm = pm; });
     }
   }
   return total.total();
@@ -566,17 +782,31 @@ acc_t<T> kl_sample(const T* s, Index ss, const T* t, Index ts, Index n, T temper
 //   sigmoid(x)   = 1 / (1 + e) for x >= 0, e / (1 + e) otherwise,
 //   log_sigmoid(x) = -softplus(-x) = min(x, 0) - l.
 
-template <typename X>
-auto sigmoid_expr(const X& x) {
-  using T = typename X::Scalar;
-  const auto e = (-x.abs()).unaryExpr(exp_op<T>());
-  return (x >= T(0)).select(T(1) / (T(1) + e), e / (T(1) + e));
-}
-
-template <typename X>
-auto log_sigmoid_expr(const X& x) {
-  using T = typename X::Scalar;
-  return x.min(T(0)) - (-x.abs()).unaryExpr(exp_op<T>()).log1p();
+/// sigmoid (Log false) or log_sigmoid (Log true) of n strided values; y may alias x
+/// exactly (each chunk is read before it is written).
+template <bool Log, typename T>
+void sigmoid_run(const T* x, Index xs, T* y, Index ys, Index n) {
+  using Vec = Eigen::Array<T, Eigen::Dynamic, 1>;
+  alignas(64) T xb[gather_size];
+  alignas(64) T eb[gather_size];
+  alignas(64) T ob[gather_size];
+  for (Index i0 = 0; i0 < n; i0 += gather_size) {
+    const Index len = std::min(gather_size, n - i0);
+    for (Index i = 0; i < len; ++i) {
+      xb[i] = x[(i0 + i) * xs];
+      eb[i] = -std::fabs(xb[i]);
+    }
+    exp_n(eb, eb, len);  // e = exp(-|x|)
+    const Eigen::Map<const Vec> xm(xb, len);
+    Eigen::Map<Vec> em(eb, len), om(ob, len);
+    if constexpr (Log) {
+      log1p_unit_n(eb, eb, len);
+      om = xm.unaryExpr(negative_part_op<T>()) - em;
+    } else {
+      om = xm.binaryExpr(em, sigmoid_from_exp_op<T>());
+    }
+    for (Index i = 0; i < len; ++i) y[(i0 + i) * ys] = ob[i];
+  }
 }
 
 /// BCE-with-logits of one strided run of n elements of classes c0, c0 + cstep, ... (class
@@ -615,23 +845,25 @@ acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const stri
     }
     const Eigen::Map<const Vec> xm(xb, len), ym(yb, len), wm(wb, len), pm(pb, len);
     Eigen::Map<Vec> em(eb, len), om(ob, len);
-    em = (-xm.abs()).unaryExpr(exp_op<T>());  // exp(-|x|): never overflows
+    for (Index i = 0; i < len; ++i) eb[i] = -std::fabs(xb[i]);
+    exp_n(eb, eb, len);  // e = exp(-|x|): never overflows
     if (want_loss || l != nullptr) {
-      om = em.log1p();
-      const auto sp_pos = xm.max(T(0)) + om;     // softplus(x)
-      const auto sp_neg = (-xm).max(T(0)) + om;  // softplus(-x)
-      const auto a_pos = pm * ym;                // factor of -log sigmoid(x)
-      const auto a_neg = T(1) - ym;              // factor of -log sigmoid(-x)
-      om = (wm == T(0)).select(T(0), wm * ((a_pos == T(0)).select(T(0), a_pos * sp_neg) +
-                                           (a_neg == T(0)).select(T(0), a_neg * sp_pos)));
-      if (want_loss) total.add(static_cast<A>(om.template cast<A>().sum()));
+      log1p_unit_n(eb, ob, len);
+      const auto sp_pos = xm.unaryExpr(positive_part_op<T>()) + om;     // softplus(x)
+      const auto sp_neg = (-xm).unaryExpr(positive_part_op<T>()) + om;  // softplus(-x)
+      const auto a_pos = pm * ym;                                       // factor of -log sigmoid(x)
+      const auto a_neg = T(1) - ym;  // factor of -log sigmoid(-x)
+      const zero_safe_product_op<T> times;
+      om = wm.binaryExpr(a_pos.binaryExpr(sp_neg, times) + a_neg.binaryExpr(sp_pos, times), times);
+      // Chunk sums in T, chunks combined in A.
+      if (want_loss) total.add(static_cast<A>(packet_sum(ob, len)));
       if (l != nullptr) {
         for (Index i = 0; i < len; ++i) l[(i0 + i) * ls] = ob[i];
       }
     }
     if (g != nullptr) {
-      const auto sig_pos = (xm >= T(0)).select(T(1) / (T(1) + em), em / (T(1) + em));
-      const auto sig_neg = (xm >= T(0)).select(em / (T(1) + em), T(1) / (T(1) + em));
+      const auto sig_pos = xm.binaryExpr(em, sigmoid_from_exp_op<T>());     // sigmoid(x)
+      const auto sig_neg = (-xm).binaryExpr(em, sigmoid_from_exp_op<T>());  // sigmoid(-x)
       om = gscale * wm * ((T(1) - ym) * sig_pos - pm * ym * sig_neg);
       if (u != nullptr) {
         for (Index i = 0; i < len; ++i) g[(i0 + i) * gs] = u[(i0 + i) * us] * ob[i];
@@ -643,7 +875,32 @@ acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const stri
   return total.total();
 }
 
-}  // namespace smax::detail
+}  // namespace smax::detail::loss
+
+namespace Eigen::internal {
+template <typename T>
+struct functor_traits<smax::detail::loss::zero_safe_product_op<T>> {
+  enum {
+    Cost = 3 * NumTraits<T>::MulCost,
+    PacketAccess = smax::detail::loss::has_packet_select<T>
+  };
+};
+template <typename T>
+struct functor_traits<smax::detail::loss::positive_part_op<T>> {
+  enum { Cost = 2, PacketAccess = smax::detail::loss::has_packet_select<T> };
+};
+template <typename T>
+struct functor_traits<smax::detail::loss::negative_part_op<T>> {
+  enum { Cost = 2, PacketAccess = smax::detail::loss::has_packet_select<T> };
+};
+template <typename T>
+struct functor_traits<smax::detail::loss::sigmoid_from_exp_op<T>> {
+  enum {
+    Cost = 3 * NumTraits<T>::MulCost + 10,
+    PacketAccess = smax::detail::loss::has_packet_select<T>
+  };
+};
+}  // namespace Eigen::internal
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: MIT
+// Copyright (c) 2026 The smax authors
+
+// softmax_backward and log_softmax_backward: against their closed forms evaluated in long
+// double, against central finite differences of the forward functions (double), the
+// identity "gradients sum to 0", -inf entries, limits of the temperature and batches.
+
+// First, before Eigen: see the note on GCC warnings at its top.
+#include "test_utils.hpp"
+
+#include <smax/softmax.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <Eigen/Core>
+
+namespace {
+
+using namespace smax_test;
+
+template <typename T>
+class SoftmaxBackward : public ::testing::Test {};
+TYPED_TEST_SUITE(SoftmaxBackward, FloatingTypes, TypeNames);
+
+/// Seeded N(0, 1) upstream gradients.
+template <typename T>
+Vec<T> random_upstream(Index n, std::uint32_t seed) {
+  return random_logits<T>(n, logits::normal_1, seed ^ 0x9e3779b9u);
+}
+
+/// Rounding-error bound of the softmax backward closed form y (dy - g) / T, g = <dy, y>,
+/// entry by entry: a few roundings of each term, plus the error of the dot product, which
+/// is accumulated in double for float (negligible) and in T for double (recursive
+/// summation: at most (n - 1) eps sum |y_j dy_j|).
+template <typename T>
+struct softmax_backward_tolerance {
+  softmax_backward_tolerance(const HiArray& y_, const HiArray& dy_, long double t_)
+      : y(y_), dy(dy_), t(t_), g((y_ * dy_).sum()) {
+    const long double e = static_cast<long double>(eps<T>);
+    dot_error = std::is_same_v<T, float>
+                    ? 0.0L
+                    : static_cast<long double>(y.size()) * e * (y * dy).abs().sum();
+  }
+  long double operator()(Index i) const {
+    const long double e = static_cast<long double>(eps<T>);
+    return (4 * e * std::fabs(y(i)) * (std::fabs(dy(i)) + std::fabs(g)) +
+            std::fabs(y(i)) * dot_error) /
+               t +
+           4 * static_cast<long double>(denorm_min<T>);
+  }
+  const HiArray& y;
+  const HiArray& dy;
+  long double t, g, dot_error = 0;
+};
+
+/// Bound for the log_softmax backward closed form (dy - exp(logy) s) / T, s = sum dy: exp
+/// within an ULP or two, the sum's error as above.
+template <typename T>
+struct log_softmax_backward_tolerance {
+  log_softmax_backward_tolerance(const HiArray& logy_, const HiArray& dy_, long double t_)
+      : logy(logy_), dy(dy_), t(t_), s(dy_.sum()) {
+    const long double e = static_cast<long double>(eps<T>);
+    sum_error =
+        std::is_same_v<T, float> ? 0.0L : static_cast<long double>(dy.size()) * e * dy.abs().sum();
+  }
+  long double operator()(Index i) const {
+    const long double e = static_cast<long double>(eps<T>);
+    const long double p = std::exp(logy(i));
+    return (4 * e * (std::fabs(dy(i)) + p * std::fabs(s)) + p * sum_error) / t +
+           4 * static_cast<long double>(denorm_min<T>);
+  }
+  const HiArray& logy;
+  const HiArray& dy;
+  long double t, s, sum_error = 0;
+};
+
+/// The closed forms in long double, from the T-typed inputs.
+HiArray closed_softmax_backward(const HiArray& y, const HiArray& dy, long double t) {
+  return y * (dy - (y * dy).sum()) / t;
+}
+HiArray closed_log_softmax_backward(const HiArray& logy, const HiArray& dy, long double t) {
+  return (dy - logy.exp() * dy.sum()) / t;
+}
+
+template <typename T, typename D, typename Tol>
+::testing::AssertionResult within_tolerance(const HiArray& expected,
+                                            const Eigen::DenseBase<D>& actual, Tol tol) {
+  const Vec<T> a = actual.derived();
+  if (a.size() != expected.size()) {
+    return ::testing::AssertionFailure()
+           << "sizes differ: expected " << expected.size() << ", actual " << a.size();
+  }
+  ::testing::AssertionResult result = ::testing::AssertionSuccess();
+  Index bad = 0;
+  for (Index i = 0; i < a.size(); ++i) {
+    const long double diff = std::fabs(static_cast<long double>(a(i)) - expected(i));
+    if (!(diff <= tol(i))) {
+      if (bad++ == 0) result = ::testing::AssertionFailure();
+      if (bad <= 5) {
+        result << "\n  at [" << i << "]: expected " << show(expected(i)) << ", actual "
+               << show(a(i)) << ", difference " << show(diff) << " > tolerance " << show(tol(i));
+      }
+    }
+  }
+  return result;
+}
+
+TYPED_TEST(SoftmaxBackward, MatchesClosedForms) {
+  using T = TypeParam;
+  std::uint32_t seed = 10;
+  for (Index n : sweep_sizes) {
+    for (logits kind : all_logit_kinds) {
+      for (T t : {T(0.5), T(1), T(2), T(1e3)}) {
+        const Vec<T> z = random_logits<T>(n, kind, ++seed);
+        const Vec<T> dy = random_upstream<T>(n, seed);
+        const Vec<T> y = smax::softmax(z, t);
+        const Vec<T> logy = smax::log_softmax(z, t);
+        const HiArray yh = hi(y), lh = hi(logy), dh = hi(dy);
+        SCOPED_TRACE(::testing::Message() << "n = " << n << ", " << name_of(kind) << ", T = " << t);
+        EXPECT_TRUE(within_tolerance<T>(closed_softmax_backward(yh, dh, t),
+                                        smax::softmax_backward(y, dy, t),
+                                        softmax_backward_tolerance<T>(yh, dh, t)));
+        EXPECT_TRUE(within_tolerance<T>(closed_log_softmax_backward(lh, dh, t),
+                                        smax::log_softmax_backward(logy, dy, t),
+                                        log_softmax_backward_tolerance<T>(lh, dh, t)));
+      }
+    }
+  }
+}
+
+TYPED_TEST(SoftmaxBackward, GradientsSumToZero) {
+  using T = TypeParam;
+  const long double e = static_cast<long double>(eps<T>);
+  std::uint32_t seed = 20;
+  for (Index n : sweep_sizes) {
+    for (logits kind : all_logit_kinds) {
+      for (T t : {T(0.5), T(1), T(4)}) {
+        const Vec<T> z = random_logits<T>(n, kind, ++seed);
+        const Vec<T> dy = random_upstream<T>(n, seed);
+        const Vec<T> y = smax::softmax(z, t);
+        const Vec<T> logy = smax::log_softmax(z, t);
+        const Vec<T> gy = smax::softmax_backward(y, dy, t);
+        const Vec<T> gl = smax::log_softmax_backward(logy, dy, t);
+        const HiArray yh = hi(y), dh = hi(dy), lh = hi(logy);
+        const long double g = (yh * dh).sum();
+        const long double nn = static_cast<long double>(n);
+        // sum_i y_i (dy_i - g) = g (1 - sum y): zero up to the rounding of y's sum and of
+        // each term.
+        const long double tol_y = ((nn + 4) * e * (yh.abs() * (dh.abs() + std::fabs(g))).sum()) / t;
+        // sum_i dy_i - exp(logy_i) s = s (1 - sum exp(logy)), with logy within 4 ULP of
+        // max(|logy|, 1).
+        const long double tol_l =
+            ((nn + 4) * e * (dh.abs().sum()) * (1 + 4 * std::max(1.0L, lh.abs().maxCoeff()))) / t;
+        EXPECT_LE(std::fabs(hi(gy).sum()), tol_y)
+            << "n = " << n << ", " << name_of(kind) << ", T = " << t;
+        EXPECT_LE(std::fabs(hi(gl).sum()), tol_l)
+            << "n = " << n << ", " << name_of(kind) << ", T = " << t;
+      }
+    }
+  }
+}
+
+/// Central finite differences of L(z) = <w, f(z)> in double, step cbrt(eps max(1, |z_i|))
+/// (the rounding of z_i itself is eps |z_i|, so the step scales with its cube root),
+/// against the backward pass given (f(z), w). Entries where z_i = -inf are not perturbed.
+template <typename Forward, typename Backward>
+void expect_matches_finite_differences(const Vec<double>& z, const Vec<double>& w, double t,
+                                       Forward forward, Backward backward) {
+  const Index n = z.size();
+  const Vec<double> f = forward(z, t);
+  const Vec<double> grad = backward(f, w, t);
+  ASSERT_EQ(grad.size(), n);
+  const double scale = std::max(1.0, w.cwiseAbs().maxCoeff()) / std::min(t, 1.0);
+  for (Index i = 0; i < n; ++i) {
+    if (std::isinf(z(i))) continue;
+    Vec<double> plus = z, minus = z;
+    const double step =
+        std::cbrt(std::numeric_limits<double>::epsilon() * std::max(1.0, std::fabs(z(i))));
+    plus(i) += step;
+    minus(i) -= step;
+    const double h = plus(i) - minus(i);  // the step actually taken
+    const auto loss = [&](const Vec<double>& x) {
+      const Vec<double> fx = forward(x, t);
+      long double s = 0;
+      for (Index k = 0; k < n; ++k) {
+        if (w(k) != 0) s += static_cast<long double>(w(k)) * fx(k);
+      }
+      return s;
+    };
+    const double fd = static_cast<double>((loss(plus) - loss(minus)) / h);
+    EXPECT_NEAR(grad(i), fd, 2e-7 * scale / (t * t))
+        << "at " << i << ", z = " << z.transpose() << ", T = " << t;
+  }
+}
+
+TEST(SoftmaxBackwardFiniteDifferences, SoftmaxAndLogSoftmax) {
+  const double ninf = -std::numeric_limits<double>::infinity();
+  std::vector<Vec<double>> inputs = {
+      vec<double>({3}),  // size 1: the gradient is 0
+      vec<double>({0, 0}),
+      vec<double>({2, 1, 0.1}),
+      vec<double>({1000, 1001, 1002}),
+      vec<double>({-1000, -1001, -1002}),
+      vec<double>({0, -30, -60}),  // tiny probabilities
+      vec<double>({1, ninf, 2, ninf}),
+  };
+  std::uint32_t seed = 30;
+  for (Index n : {5, 17, 40}) {
+    inputs.push_back(random_logits<double>(n, logits::normal_1, ++seed));
+    inputs.push_back(random_logits<double>(n, logits::near_ties, ++seed));
+  }
+  const auto softmax = [](const Vec<double>& x, double t) {
+    return Vec<double>(smax::softmax(x, t));
+  };
+  const auto log_softmax = [](const Vec<double>& x, double t) {
+    return Vec<double>(smax::log_softmax(x, t));
+  };
+  const auto softmax_backward = [](const Vec<double>& y, const Vec<double>& w, double t) {
+    return Vec<double>(smax::softmax_backward(y, w, t));
+  };
+  const auto log_softmax_backward = [](const Vec<double>& l, const Vec<double>& w, double t) {
+    return Vec<double>(smax::log_softmax_backward(l, w, t));
+  };
+  for (const Vec<double>& z : inputs) {
+    Vec<double> w = random_upstream<double>(z.size(), ++seed);
+    // -inf entries have log-probability -inf: keep them out of <w, log_softmax>.
+    for (Index i = 0; i < z.size(); ++i) {
+      if (std::isinf(z(i))) w(i) = 0;
+    }
+    for (double t : {0.5, 1.0, 2.0, 10.0}) {
+      expect_matches_finite_differences(z, w, t, softmax, softmax_backward);
+      expect_matches_finite_differences(z, w, t, log_softmax, log_softmax_backward);
+    }
+  }
+}
+
+TYPED_TEST(SoftmaxBackward, MinusInfinityEntriesGiveNoNaN) {
+  using T = TypeParam;
+  const T ninf = -inf<T>;
+  Vec<T> z = random_logits<T>(37, logits::normal_1, 50);
+  for (Index i : {0, 3, 16, 17, 36}) z(i) = ninf;
+  const Vec<T> dy = random_upstream<T>(37, 51) * T(1e6);
+  for (T t : {T(0.5), T(1), T(2), inf<T>}) {
+    SCOPED_TRACE(::testing::Message() << "T = " << t);
+    const Vec<T> y = smax::softmax(z, t);
+    const Vec<T> logy = smax::log_softmax(z, t);
+    const Vec<T> gy = smax::softmax_backward(y, dy, t);
+    const Vec<T> gl = smax::log_softmax_backward(logy, dy, t);
+    EXPECT_TRUE(gy.allFinite());
+    EXPECT_TRUE(gl.allFinite());
+    for (Index i = 0; i < z.size(); ++i) {
+      if (z(i) != ninf) continue;
+      // y_i = 0: the softmax gradient is exactly 0.
+      EXPECT_EQ(gy(i), T(0)) << "at " << i;
+      // exp(logy_i) = 0: d/dz_i <dy, log_softmax(z)> = dy_i / T exactly.
+      EXPECT_EQ(gl(i), dy(i) / t) << "at " << i;
+    }
+  }
+  // With dy_i = 0 at the -inf entries (what a loss that ignores them passes), the
+  // log_softmax gradient is exactly 0 there too.
+  Vec<T> dz = dy;
+  for (Index i = 0; i < z.size(); ++i) {
+    if (z(i) == ninf) dz(i) = 0;
+  }
+  const Vec<T> g = smax::log_softmax_backward(smax::log_softmax(z), dz);
+  for (Index i = 0; i < z.size(); ++i) {
+    if (z(i) == ninf) {
+      EXPECT_EQ(g(i), T(0)) << "at " << i;
+    }
+  }
+  // One-hot probabilities (T = 0, or a +inf logit) have zero gradient everywhere.
+  const Vec<T> one_hot = smax::softmax(vec<T>({1, 3, 2}), T(0));
+  EXPECT_TRUE(same_values(Vec<T>::Zero(3), smax::softmax_backward(one_hot, vec<T>({4, -2, 7}))));
+  // Log-probabilities from T = 0 ([-inf, -log 2, -log 2]) give finite gradients.
+  const Vec<T> split = smax::log_softmax(vec<T>({1, 3, 3}), T(0));
+  EXPECT_TRUE(smax::log_softmax_backward(split, vec<T>({4, -2, 7})).allFinite());
+}
+
+TYPED_TEST(SoftmaxBackward, InfiniteTemperatureHasZeroGradient) {
+  using T = TypeParam;
+  const Vec<T> z = random_logits<T>(17, logits::normal_30, 60);
+  const Vec<T> dy = random_upstream<T>(17, 61);
+  EXPECT_TRUE(
+      same_values(Vec<T>::Zero(17), smax::softmax_backward(smax::softmax(z, inf<T>), dy, inf<T>)));
+  EXPECT_TRUE(same_values(Vec<T>::Zero(17),
+                          smax::log_softmax_backward(smax::log_softmax(z, inf<T>), dy, inf<T>)));
+}
+
+TYPED_TEST(SoftmaxBackward, EmptyAndSizeOne) {
+  using T = TypeParam;
+  EXPECT_EQ(smax::softmax_backward(Vec<T>(0), Vec<T>(0)).size(), 0);
+  EXPECT_EQ(smax::log_softmax_backward(Vec<T>(0), Vec<T>(0)).size(), 0);
+  const Mat<T> none(0, 3);
+  EXPECT_EQ(smax::softmax_backward(none, none, smax::rowwise).size(), 0);
+  EXPECT_EQ(smax::log_softmax_backward(none, none, smax::colwise).size(), 0);
+  // One entry: y = 1, so the gradient y (dy - y dy) is exactly 0.
+  EXPECT_TRUE(same_values(vec<T>({0}), smax::softmax_backward(vec<T>({1}), vec<T>({5}))));
+  EXPECT_TRUE(same_values(vec<T>({0}), smax::log_softmax_backward(vec<T>({0}), vec<T>({5}))));
+}
+
+TYPED_TEST(SoftmaxBackward, BatchesMatchTheirDistributions) {
+  using T = TypeParam;
+  const Index rows = 6, cols = 19;
+  Mat<T> z(rows, cols), dy(rows, cols);
+  for (Index r = 0; r < rows; ++r) {
+    z.row(r) = random_logits<T>(cols, logits::normal_1, 70 + std::uint32_t(r)).transpose();
+    dy.row(r) = random_upstream<T>(cols, 80 + std::uint32_t(r)).transpose();
+  }
+  const T t = T(1.5);
+  const auto check = [&](const auto& y, const auto& logy, const auto& d, auto axis) {
+    constexpr bool by_row = std::is_same_v<decltype(axis), smax::rowwise_t>;
+    const auto gy = smax::softmax_backward(y, d, axis, t);
+    const auto gl = smax::log_softmax_backward(logy, d, axis, t);
+    const Index count = by_row ? y.rows() : y.cols();
+    for (Index k = 0; k < count; ++k) {
+      const auto part = [&](const auto& m) {
+        return by_row ? Vec<T>(m.row(k).transpose()) : Vec<T>(m.col(k));
+      };
+      const HiArray yh = hi(part(y)), lh = hi(part(logy)), dh = hi(part(d));
+      EXPECT_TRUE(within_tolerance<T>(closed_softmax_backward(yh, dh, t), part(gy),
+                                      softmax_backward_tolerance<T>(yh, dh, t)))
+          << "distribution " << k;
+      EXPECT_TRUE(within_tolerance<T>(closed_log_softmax_backward(lh, dh, t), part(gl),
+                                      log_softmax_backward_tolerance<T>(lh, dh, t)))
+          << "distribution " << k;
+    }
+  };
+  const Mat<T> y = smax::softmax(z, smax::rowwise, t);
+  const Mat<T> logy = smax::log_softmax(z, smax::rowwise, t);
+  check(y, logy, dy, smax::rowwise);
+  check(MatR<T>(y), MatR<T>(logy), MatR<T>(dy), smax::rowwise);
+  check(Mat<T>(y.transpose()), Mat<T>(logy.transpose()), Mat<T>(dy.transpose()), smax::colwise);
+  check(MatR<T>(y.transpose()), MatR<T>(logy.transpose()), MatR<T>(dy.transpose()), smax::colwise);
+  // Mixed storage orders between y and dy.
+  check(y, logy, MatR<T>(dy), smax::rowwise);
+}
+
+}  // namespace

@@ -1,0 +1,666 @@
+// SPDX-License-Identifier: MIT
+// Copyright (c) 2026 The smax authors
+
+// softmax, log_softmax and logsumexp: the numerical policy case by case, temperature and
+// the identities. Accuracy sweeps are in softmax_accuracy_test.cpp, API type variants,
+// the _into forms and errors in softmax_api_test.cpp, backward passes in
+// softmax_backward_test.cpp.
+
+// First, before Eigen: see the note on GCC warnings at its top.
+#include "test_utils.hpp"
+
+#include <smax/softmax.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <Eigen/Core>
+
+namespace {
+
+using namespace smax_test;
+
+template <typename T>
+class SoftmaxPolicy : public ::testing::Test {};
+TYPED_TEST_SUITE(SoftmaxPolicy, FloatingTypes, TypeNames);
+
+template <typename T>
+class SoftmaxTemperature : public ::testing::Test {};
+TYPED_TEST_SUITE(SoftmaxTemperature, FloatingTypes, TypeNames);
+
+template <typename T>
+class SoftmaxIdentities : public ::testing::Test {};
+TYPED_TEST_SUITE(SoftmaxIdentities, FloatingTypes, TypeNames);
+
+/// Checks softmax, log_softmax and logsumexp of a finite-maximum vector against the
+/// reference with the documented bounds, at temperature t.
+template <typename T>
+void expect_matches_reference(const Vec<T>& z, T t = T(1)) {
+  const reference ref = reference_for<T>(hi(z), t);
+  EXPECT_TRUE(softmax_within_bound(ref, smax::softmax(z, t))) << "z = " << z.transpose();
+  EXPECT_TRUE(within_log_ulps_of_reference(ref.log_softmax, smax::log_softmax(z, t)))
+      << "z = " << z.transpose();
+  EXPECT_LE(log_domain_error<T>(smax::logsumexp(z), ref.logsumexp), 4.0L)
+      << "z = " << z.transpose() << ", logsumexp " << show(smax::logsumexp(z)) << ", reference "
+      << show(ref.logsumexp);
+}
+
+/// Every entry is NaN.
+template <typename D>
+bool all_nan(const Eigen::DenseBase<D>& x) {
+  return x.derived().array().isNaN().all();
+}
+
+/// The entropy -sum y log y of a probability vector, in long double (0 log 0 = 0).
+template <typename D>
+long double entropy(const Eigen::DenseBase<D>& y) {
+  long double h = 0;
+  for (Index i = 0; i < y.size(); ++i) {
+    const long double p = y.derived()(i);
+    if (p > 0) h -= p * std::log(p);
+  }
+  return h;
+}
+
+// ---------------------------------------------------------------------------------------
+// The numerical policy
+
+TYPED_TEST(SoftmaxPolicy, SeedExample) {
+  using T = TypeParam;
+  const Vec<T> z = vec<T>({2, 1, 0.1});
+  const Vec<T> y = smax::softmax(z);
+  EXPECT_TRUE(all_close(vec<T>({0.659, 0.242, 0.099}), y, 0, 5e-4));
+  // To full precision: the high-precision reference, within the documented bound.
+  EXPECT_TRUE(softmax_within_bound(reference_for<T>(hi(z)), y));
+  expect_matches_reference<T>(z);
+  const Eigen::Matrix<T, 3, 1> fixed = z;
+  EXPECT_TRUE(bit_equal(y, smax::softmax(fixed)));
+}
+
+TYPED_TEST(SoftmaxPolicy, LargeLogitsDoNotOverflow) {
+  using T = TypeParam;
+  for (const Vec<T>& z : {vec<T>({1000, 1001, 1002}), vec<T>({-1000, -1001, -1002}),
+                          vec<T>({1e30, 1e30, -1e30}), vec<T>({-1e30, -1e30 - 1e24})}) {
+    SCOPED_TRACE(::testing::Message() << "z = " << z.transpose());
+    const Vec<T> y = smax::softmax(z);
+    EXPECT_TRUE(y.allFinite());
+    EXPECT_TRUE(smax::log_softmax(z).allFinite());
+    expect_matches_reference<T>(z);
+  }
+  // Shift invariance at the two scales (1000 + k is exact in both types).
+  EXPECT_TRUE(
+      within_ulps(smax::softmax(vec<T>({0, 1, 2})), smax::softmax(vec<T>({1000, 1001, 1002})), 2));
+  EXPECT_TRUE(within_ulps(smax::softmax(vec<T>({0, -1, -2})),
+                          smax::softmax(vec<T>({-1000, -1001, -1002})), 2));
+}
+
+TYPED_TEST(SoftmaxPolicy, LargestFiniteValues) {
+  using T = TypeParam;
+  const T m = big<T>;
+  // [max, -max]: the spread overflows but the limit is exact.
+  EXPECT_TRUE(same_values(vec<T>({1, 0}), smax::softmax(vec<T>({m, -m}))));
+  EXPECT_TRUE(same_values(vec<T>({0, 1}), smax::softmax(vec<T>({-m, m}))));
+  // log_softmax = [0, -2 max]: -2 max rounds to -inf in T.
+  const Vec<T> ls = smax::log_softmax(vec<T>({m, -m}));
+  EXPECT_EQ(ls(0), T(0));
+  EXPECT_EQ(ls(1), -inf<T>);
+  EXPECT_EQ(smax::logsumexp(vec<T>({m, -m})), m);
+  // [max, max]: logsumexp = max + log 2, which rounds to max: no overflow.
+  EXPECT_TRUE(same_values(vec<T>({0.5, 0.5}), smax::softmax(vec<T>({m, m}))));
+  EXPECT_EQ(smax::logsumexp(vec<T>({m, m})), m);
+  // [-max, -max]: uniform; logsumexp = -max + log 2, which rounds to -max.
+  EXPECT_TRUE(same_values(vec<T>({0.5, 0.5}), smax::softmax(vec<T>({-m, -m}))));
+  EXPECT_TRUE(within_log_ulps_of_reference(HiArray::Constant(2, -std::log(2.0L)),
+                                           smax::log_softmax(vec<T>({-m, -m})), 1));
+  EXPECT_EQ(smax::logsumexp(vec<T>({-m, -m})), -m);
+  // Size one at the extremes.
+  for (T x : {m, -m}) {
+    EXPECT_TRUE(same_values(vec<T>({1}), smax::softmax(vec<T>({x}))));
+    EXPECT_TRUE(same_values(vec<T>({0}), smax::log_softmax(vec<T>({x}))));
+    EXPECT_EQ(smax::logsumexp(vec<T>({x})), x);
+  }
+}
+
+TYPED_TEST(SoftmaxPolicy, SubnormalLogits) {
+  using T = TypeParam;
+  const T d = denorm_min<T>, tiny = std::numeric_limits<T>::min();
+  const Vec<T> z = Vec<T>::Zero(5);
+  Vec<T> zs(5);
+  zs << d, T(0), -d, tiny, T(3) * d;
+  // Every exponent is within a subnormal of 0: exp rounds to 1, all five get exactly 1/5.
+  expect_matches_reference<T>(zs);
+  EXPECT_TRUE(within_ulps(smax::softmax(z), smax::softmax(zs), 0));
+  EXPECT_TRUE(within_ulps(smax::log_softmax(z), smax::log_softmax(zs), 1));
+  // A subnormal temperature is a valid temperature: (z - max) / T = [0, -1].
+  Vec<T> zt(2);
+  zt << d, T(0);
+  const reference ref = reference_for<T>(hi(zt), d);
+  EXPECT_EQ(ref.exponent(1), -1.0L);
+  EXPECT_TRUE(softmax_within_bound(ref, smax::softmax(zt, d)));
+  EXPECT_TRUE(within_log_ulps_of_reference(ref.log_softmax, smax::log_softmax(zt, d)));
+}
+
+TYPED_TEST(SoftmaxPolicy, SpreadBeyondLargestFiniteValue) {
+  using T = TypeParam;
+  const T m = big<T>;
+  // softmax([max, -max], T = max): exponents [0, -2], finite and not one-hot.
+  const long double e = std::exp(1.0L);
+  const HiArray expected = (HiArray(2) << e / (e + 1 / e), (1 / e) / (e + 1 / e)).finished();
+  const Vec<T> y = smax::softmax(vec<T>({m, -m}), m);
+  EXPECT_TRUE(within_ulps_of_reference(expected, y, 4 + 2 * 0.5L));
+  const HiArray expected_log =
+      (HiArray(2) << -std::log1p(std::exp(-2.0L)), -2 - std::log1p(std::exp(-2.0L))).finished();
+  EXPECT_TRUE(within_log_ulps_of_reference(expected_log, smax::log_softmax(vec<T>({m, -m}), m)));
+  // Temperatures on both sides of 1 and 2 (T > 1 halves both terms before subtracting).
+  for (const Vec<T>& z : {vec<T>({m, -m}), vec<T>({-m, m, 0}), vec<T>({m, -m, -m, m / 2})}) {
+    for (T t : {T(0.5), T(1), T(1.5), T(2), T(4), T(1e10), m / 8, m / 2, m}) {
+      SCOPED_TRACE(::testing::Message() << "z = " << z.transpose() << ", T = " << t);
+      const Vec<T> yt = smax::softmax(z, t);
+      EXPECT_TRUE(yt.allFinite());
+      const reference ref = reference_for<T>(hi(z), t);
+      EXPECT_TRUE(softmax_within_bound(ref, yt));
+      EXPECT_TRUE(within_log_ulps_of_reference(ref.log_softmax, smax::log_softmax(z, t)));
+    }
+  }
+  // T = 2: the exponent is exactly -max; log_softmax keeps it.
+  EXPECT_TRUE(same_values(vec<T>({0, -m}), smax::log_softmax(vec<T>({m, -m}), T(2))));
+  EXPECT_TRUE(same_values(vec<T>({1, 0}), smax::softmax(vec<T>({m, -m}), T(2))));
+}
+
+TYPED_TEST(SoftmaxPolicy, MinusInfinityEntriesGetZero) {
+  using T = TypeParam;
+  const T ninf = -inf<T>;
+  Vec<T> longer = random_logits<T>(37, logits::normal_1, 11);
+  for (Index i : {0, 5, 16, 17, 31, 36}) longer(i) = ninf;
+  for (const Vec<T>& z : {vec<T>({1, ninf, 2, ninf, 0.5}), vec<T>({ninf, 3}), longer}) {
+    Vec<T> finite_part(z.size());
+    Index k = 0;
+    for (Index i = 0; i < z.size(); ++i) {
+      if (z(i) != ninf) finite_part(k++) = z(i);
+    }
+    finite_part.conservativeResize(k);
+    for (T t : {T(0.5), T(1), T(2), T(1000)}) {
+      SCOPED_TRACE(::testing::Message() << "z = " << z.transpose() << ", T = " << t);
+      const Vec<T> y = smax::softmax(z, t);
+      const Vec<T> ls = smax::log_softmax(z, t);
+      const Vec<T> y_finite = smax::softmax(finite_part, t);
+      k = 0;
+      for (Index i = 0; i < z.size(); ++i) {
+        if (z(i) == ninf) {
+          EXPECT_EQ(y(i), T(0)) << "at " << i;
+          EXPECT_EQ(ls(i), ninf) << "at " << i;
+        } else {
+          // The -inf entries change nothing else (up to rounding: the entry may take
+          // another code path, and the sum another order).
+          EXPECT_LE(ulp_distance(y(i), y_finite(k++)), 4u) << "at " << i;
+        }
+      }
+      expect_matches_reference<T>(z, t);
+    }
+  }
+}
+
+TYPED_TEST(SoftmaxPolicy, OnlyMinusInfinityIsNaN) {
+  using T = TypeParam;
+  for (Index n : {1, 2, 5, 16, 17, 33}) {
+    const Vec<T> z = Vec<T>::Constant(n, -inf<T>);
+    for (T t : {T(0), T(0.5), T(1), T(3), inf<T>}) {
+      SCOPED_TRACE(::testing::Message() << "n = " << n << ", T = " << t);
+      EXPECT_TRUE(all_nan(smax::softmax(z, t)));
+      EXPECT_TRUE(all_nan(smax::log_softmax(z, t)));
+    }
+    EXPECT_EQ(smax::logsumexp(z), -inf<T>);
+  }
+}
+
+TYPED_TEST(SoftmaxPolicy, OnePlusInfinityIsOneHot) {
+  using T = TypeParam;
+  std::vector<Vec<T>> cases = {vec<T>({1, inf<T>, -inf<T>, 3}), vec<T>({big<T>, inf<T>}),
+                               vec<T>({inf<T>})};
+  for (Index pos : {0, 8, 15, 16}) {
+    Vec<T> z = random_logits<T>(17, logits::normal_30, 3);
+    z(pos) = inf<T>;
+    cases.push_back(z);
+  }
+  for (const Vec<T>& z : cases) {
+    Index at = 0;
+    z.maxCoeff(&at);
+    Vec<T> one_hot = Vec<T>::Zero(z.size()), log_one_hot = Vec<T>::Constant(z.size(), -inf<T>);
+    one_hot(at) = 1;
+    log_one_hot(at) = 0;
+    for (T t : {T(0), T(0.5), T(1), T(2), inf<T>}) {
+      SCOPED_TRACE(::testing::Message() << "z = " << z.transpose() << ", T = " << t);
+      EXPECT_TRUE(same_values(one_hot, smax::softmax(z, t)));
+      EXPECT_TRUE(same_values(log_one_hot, smax::log_softmax(z, t)));
+    }
+    EXPECT_EQ(smax::logsumexp(z), inf<T>);
+  }
+}
+
+TYPED_TEST(SoftmaxPolicy, TwoPlusInfinitiesAreNaN) {
+  using T = TypeParam;
+  Vec<T> longer = random_logits<T>(33, logits::normal_1, 5);
+  longer(3) = inf<T>;
+  longer(32) = inf<T>;
+  for (const Vec<T>& z : {vec<T>({inf<T>, 1, inf<T>}), vec<T>({inf<T>, inf<T>}), longer}) {
+    for (T t : {T(0), T(1), T(2), inf<T>}) {
+      SCOPED_TRACE(::testing::Message() << "z = " << z.transpose() << ", T = " << t);
+      EXPECT_TRUE(all_nan(smax::softmax(z, t)));
+      EXPECT_TRUE(all_nan(smax::log_softmax(z, t)));
+    }
+    EXPECT_EQ(smax::logsumexp(z), inf<T>);
+  }
+}
+
+TYPED_TEST(SoftmaxPolicy, AnyNaNPoisonsTheDistribution) {
+  using T = TypeParam;
+  for (Index n : sweep_sizes) {
+    std::vector<Index> positions;
+    if (n <= 33) {
+      positions.resize(static_cast<std::size_t>(n));
+      std::iota(positions.begin(), positions.end(), Index(0));
+    } else {
+      positions = {0, 1, n / 2, n - 17, n - 2, n - 1};
+    }
+    const Vec<T> base = random_logits<T>(n, logits::normal_30, 17);
+    for (Index pos : positions) {
+      Vec<T> z = base;
+      z(pos) = qnan<T>;
+      SCOPED_TRACE(::testing::Message() << "n = " << n << ", NaN at " << pos);
+      EXPECT_TRUE(all_nan(smax::softmax(z)));
+      EXPECT_TRUE(all_nan(smax::log_softmax(z)));
+      EXPECT_TRUE(std::isnan(smax::logsumexp(z)));
+      if (n > 1 && pos == positions.back()) {
+        // NaN wins over the limit cases too.
+        for (T other : {inf<T>, -inf<T>}) {
+          Vec<T> w = z;
+          w(pos == 0 ? 1 : 0) = other;
+          for (T t : {T(0), T(2), inf<T>}) {
+            EXPECT_TRUE(all_nan(smax::softmax(w, t))) << "with " << other << ", T = " << t;
+            EXPECT_TRUE(all_nan(smax::log_softmax(w, t))) << "with " << other << ", T = " << t;
+          }
+          EXPECT_TRUE(std::isnan(smax::logsumexp(w)));
+        }
+      }
+    }
+  }
+}
+
+TYPED_TEST(SoftmaxPolicy, LimitCasesStayInTheirDistribution) {
+  using T = TypeParam;
+  // Rows: clean, NaN, one +inf, all -inf, two +inf, clean. Each row is independent.
+  Mat<T> clean(6, 17);
+  for (Index r = 0; r < 6; ++r) clean.row(r) = random_logits<T>(17, logits::normal_1, 40 + r);
+  Mat<T> z = clean;
+  z(1, 9) = qnan<T>;
+  z(2, 16) = inf<T>;
+  z.row(3).setConstant(-inf<T>);
+  z(4, 0) = inf<T>;
+  z(4, 8) = inf<T>;
+  const auto check = [&](const auto& zz, const auto& cc, auto axis) {
+    const auto y = smax::softmax(zz, axis);
+    const auto ls = smax::log_softmax(zz, axis);
+    const auto lse = smax::logsumexp(zz, axis);
+    const auto y_clean = smax::softmax(cc, axis);
+    const auto ls_clean = smax::log_softmax(cc, axis);
+    const auto lse_clean = smax::logsumexp(cc, axis);
+    constexpr bool by_row = std::is_same_v<decltype(axis), smax::rowwise_t>;
+    const auto dist = [&](const auto& m, Index d) {
+      return by_row ? Vec<T>(m.row(d).transpose()) : Vec<T>(m.col(d));
+    };
+    for (Index d : {0, 5}) {
+      // The clean distributions keep their values...
+      EXPECT_TRUE(within_ulps(dist(y_clean, d), dist(y, d), 2)) << "distribution " << d;
+      EXPECT_TRUE(within_ulps(dist(ls_clean, d), dist(ls, d), 2)) << "distribution " << d;
+      // Not to the bit: a block of rows holding a limit case is computed one row at a time,
+      // which rounds the neighbours' sums in another order (within the 2 ULP above).
+      EXPECT_EQ(lse(d), lse_clean(d)) << "distribution " << d;
+    }
+    EXPECT_TRUE(all_nan(dist(y, 1)));
+    EXPECT_TRUE(all_nan(dist(ls, 1)));
+    EXPECT_TRUE(std::isnan(lse(1)));
+    Vec<T> one_hot = Vec<T>::Zero(17);
+    one_hot(16) = 1;
+    EXPECT_TRUE(same_values(one_hot, dist(y, 2)));
+    EXPECT_EQ(lse(2), inf<T>);
+    EXPECT_TRUE(all_nan(dist(y, 3)));
+    EXPECT_EQ(lse(3), -inf<T>);
+    EXPECT_TRUE(all_nan(dist(y, 4)));
+    EXPECT_EQ(lse(4), inf<T>);
+  };
+  check(z, clean, smax::rowwise);
+  check(MatR<T>(z), MatR<T>(clean), smax::rowwise);
+  check(Mat<T>(z.transpose()), Mat<T>(clean.transpose()), smax::colwise);
+  check(MatR<T>(z.transpose()), MatR<T>(clean.transpose()), smax::colwise);
+}
+
+TYPED_TEST(SoftmaxPolicy, LogSoftmaxKeepsLogProbabilitiesOfUnderflowedEntries) {
+  using T = TypeParam;
+  // exp(-200) underflows in float, exp(-1000) in double: the log-probability is still exact.
+  const T far = std::is_same_v<T, float> ? T(-200) : T(-1000);
+  EXPECT_TRUE(same_values(vec<T>({0, far}), smax::log_softmax(vec<T>({0, far}))));
+  EXPECT_TRUE(same_values(vec<T>({far, 0}), smax::log_softmax(vec<T>({far, 0}))));
+  // Long rows too (vector and strided paths).
+  Vec<T> z = Vec<T>::Constant(33, far);
+  z(20) = 0;
+  EXPECT_TRUE(same_values(z, smax::log_softmax(z)));
+  const Mat<T> m = z.transpose().replicate(3, 1);
+  EXPECT_TRUE(same_values(m, smax::log_softmax(m, smax::rowwise)));
+}
+
+TYPED_TEST(SoftmaxPolicy, UnderflowingProbabilitiesRoundCorrectly) {
+  using T = TypeParam;
+  // softmax([0, -200]): exp(-200) = 1.4e-87 is 0 in float and normal in double; in either
+  // case the result is the true value rounded to T.
+  const Vec<T> z = vec<T>({0, -200});
+  const Vec<T> y = smax::softmax(z);
+  const reference ref = reference_for<T>(hi(z));
+  EXPECT_TRUE(softmax_within_bound(ref, y));
+  if (std::is_same_v<T, float>) {
+    EXPECT_EQ(static_cast<T>(ref.softmax(1)), T(0));
+    EXPECT_EQ(y(1), T(0));
+  } else {
+    EXPECT_GT(y(1), T(1e-88));
+  }
+  EXPECT_EQ(smax::softmax(vec<T>({0, -1e4}))(1), T(0));
+}
+
+TYPED_TEST(SoftmaxPolicy, SubnormalProbabilitiesAreCorrectlyScaled) {
+  using T = TypeParam;
+  // softmax([0, -95]) in float is ~5.5e-42, softmax([0, -720]) in double ~2e-313:
+  // subnormal, within 2 ULP of the subnormal grid, neither 0 nor clamped to the normal range.
+  const T x = std::is_same_v<T, float> ? T(-95) : T(-720);
+  const Vec<T> z = vec<T>({0, x});
+  const Vec<T> y = smax::softmax(z);
+  const long double p = reference_for<T>(hi(z)).softmax(1);
+  EXPECT_GT(y(1), T(0));
+  EXPECT_LT(y(1), std::numeric_limits<T>::min());
+  EXPECT_LE(ulp_error<T>(y(1), p), 2.0L) << "actual " << show(y(1)) << ", reference " << show(p);
+  EXPECT_LE(ulp_distance(y(1), static_cast<T>(p)), 2u);
+
+  // A sweep through the whole subnormal range and past it, long enough for the packet
+  // path, in a vector and as a strided row. The exponents are exact (max = 0, T = 1), so
+  // the only errors are exp's and the division's: 2 ULP, on the subnormal grid below
+  // the normal range.
+  const long double first = std::is_same_v<T, float> ? -86 : -706;
+  const long double last = std::is_same_v<T, float> ? -105 : -747;
+  const Index n = 61;
+  Vec<T> sweep(n);
+  sweep(0) = 0;
+  for (Index i = 1; i < n; ++i) {
+    sweep(i) = static_cast<T>(first + (last - first) * static_cast<long double>(i - 1) / (n - 2));
+  }
+  const HiArray ref = reference_for<T>(hi(sweep)).softmax;
+  EXPECT_TRUE(within_ulps_of_reference(ref, smax::softmax(sweep), 2));
+  Mat<T> rows(3, n);
+  rows.row(0).setZero();
+  rows.row(1) = sweep.transpose();
+  rows.row(2) = sweep.reverse().transpose();
+  const Mat<T> y_rows = smax::softmax(rows, smax::rowwise);
+  EXPECT_TRUE(within_ulps_of_reference(ref, y_rows.row(1), 2));
+  EXPECT_TRUE(within_ulps_of_reference(HiArray(ref.reverse()), y_rows.row(2), 2));
+  // The log-probabilities are the exact exponents.
+  EXPECT_TRUE(same_values(sweep, smax::log_softmax(sweep)));
+}
+
+TYPED_TEST(SoftmaxPolicy, SumsToOneAndPreservesRanking) {
+  using T = TypeParam;
+  std::uint32_t seed = 100;
+  for (Index n : sweep_sizes) {
+    for (logits kind : all_logit_kinds) {
+      for (T t : {T(0.01), T(1), T(3)}) {
+        const Vec<T> z = random_logits<T>(n, kind, ++seed);
+        const Vec<T> y = smax::softmax(z, t);
+        const Vec<T> ls = smax::log_softmax(z, t);
+        SCOPED_TRACE(::testing::Message() << "n = " << n << ", " << name_of(kind) << ", T = " << t);
+        long double sum = 0;
+        for (Index i = 0; i < n; ++i) sum += y(i);
+        EXPECT_LE(std::fabs(sum - 1), n * static_cast<long double>(eps<T>)) << show(sum);
+        // Larger logits never get smaller probabilities; equal logits get equal ones.
+        std::vector<Index> order(static_cast<std::size_t>(n));
+        std::iota(order.begin(), order.end(), Index(0));
+        std::sort(order.begin(), order.end(), [&](Index a, Index b) { return z(a) < z(b); });
+        for (std::size_t k = 1; k < order.size(); ++k) {
+          const Index a = order[k - 1], b = order[k];
+          if (z(a) == z(b)) {
+            EXPECT_EQ(y(a), y(b)) << "tie at " << a << " and " << b << ", z = " << show(z(a));
+            EXPECT_EQ(ls(a), ls(b)) << "tie at " << a << " and " << b;
+          } else {
+            EXPECT_LE(y(a), y(b)) << "z[" << a << "] = " << show(z(a)) << " < z[" << b
+                                  << "] = " << show(z(b));
+            EXPECT_LE(ls(a), ls(b)) << "z[" << a << "] < z[" << b << "]";
+          }
+        }
+      }
+    }
+  }
+}
+
+TYPED_TEST(SoftmaxPolicy, EmptyInputs) {
+  using T = TypeParam;
+  const Vec<T> none(0);
+  EXPECT_EQ(smax::softmax(none).size(), 0);
+  EXPECT_EQ(smax::log_softmax(none).size(), 0);
+  EXPECT_EQ(smax::logsumexp(none), -inf<T>);
+  EXPECT_EQ(smax::softmax(RowVec<T>(0)).size(), 0);
+  EXPECT_EQ(smax::logsumexp(RowVec<T>(0)), -inf<T>);
+  for (T t : {T(0), T(2), inf<T>}) {
+    EXPECT_EQ(smax::softmax(none, t).size(), 0);
+    EXPECT_EQ(smax::log_softmax(none, t).size(), 0);
+  }
+  // 0 x 4: no rows (rowwise: no distributions), four empty columns (colwise).
+  const Mat<T> no_rows(0, 4);
+  const Mat<T> y_rows = smax::softmax(no_rows, smax::rowwise);
+  EXPECT_EQ(y_rows.rows(), 0);
+  EXPECT_EQ(y_rows.cols(), 4);
+  const Mat<T> ls_cols = smax::log_softmax(no_rows, smax::colwise);
+  EXPECT_EQ(ls_cols.rows(), 0);
+  EXPECT_EQ(ls_cols.cols(), 4);
+  EXPECT_EQ(smax::logsumexp(no_rows, smax::rowwise).size(), 0);
+  EXPECT_TRUE(
+      same_values(RowVec<T>::Constant(4, -inf<T>), smax::logsumexp(no_rows, smax::colwise)));
+  // 3 x 0: three empty rows.
+  const MatR<T> no_cols(3, 0);
+  EXPECT_EQ(smax::softmax(no_cols, smax::colwise).size(), 0);
+  EXPECT_TRUE(same_values(Vec<T>::Constant(3, -inf<T>), smax::logsumexp(no_cols, smax::rowwise)));
+  EXPECT_EQ(smax::logsumexp(no_cols, smax::colwise).size(), 0);
+}
+
+TYPED_TEST(SoftmaxPolicy, SizeOne) {
+  using T = TypeParam;
+  for (T x : {T(0), T(-3.5), T(1e30), denorm_min<T>, -big<T>}) {
+    EXPECT_TRUE(same_values(vec<T>({1}), smax::softmax(vec<T>({x}))));
+    EXPECT_TRUE(same_values(vec<T>({0}), smax::log_softmax(vec<T>({x}))));
+    EXPECT_EQ(smax::logsumexp(vec<T>({x})), x);
+    for (T t : {T(0), T(0.25), T(8), inf<T>}) {
+      EXPECT_TRUE(same_values(vec<T>({1}), smax::softmax(vec<T>({x}), t)));
+      EXPECT_TRUE(same_values(vec<T>({0}), smax::log_softmax(vec<T>({x}), t)));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Temperature
+
+TYPED_TEST(SoftmaxTemperature, ZeroIsArgmaxWithTiesSplitEqually) {
+  using T = TypeParam;
+  const T ninf = -inf<T>;
+  const long double log2 = std::log(2.0L);
+  EXPECT_TRUE(same_values(vec<T>({0, 0.5, 0.5}), smax::softmax(vec<T>({1, 3, 3}), T(0))));
+  const Vec<T> ls = smax::log_softmax(vec<T>({1, 3, 3}), T(0));
+  EXPECT_EQ(ls(0), ninf);
+  EXPECT_TRUE(within_ulps_of_reference(HiArray::Constant(2, -log2), ls.tail(2), 1));
+  EXPECT_TRUE(same_values(vec<T>({1, 0, 0}), smax::softmax(vec<T>({5, 1, 2}), T(0))));
+  EXPECT_TRUE(same_values(vec<T>({0, ninf, ninf}), smax::log_softmax(vec<T>({5, 1, 2}), T(0))));
+  EXPECT_TRUE(same_values(vec<T>({0.5, 0, 0.5}), smax::softmax(vec<T>({1, ninf, 1}), T(0))));
+  EXPECT_TRUE(
+      same_values(vec<T>({0.5, 0, 0.5}), smax::softmax(vec<T>({big<T>, -big<T>, big<T>}), T(0))));
+  // Three maxima in a longer row, in the packet body and the tail.
+  Vec<T> z = random_logits<T>(17, logits::normal_1, 8);
+  z(0) = z(8) = z(16) = T(10);
+  const Vec<T> y = smax::softmax(z, T(0));
+  const Vec<T> ly = smax::log_softmax(z, T(0));
+  for (Index i = 0; i < 17; ++i) {
+    if (i % 8 == 0) {
+      EXPECT_LE(ulp_error<T>(y(i), 1.0L / 3), 0.5L) << "at " << i;
+      EXPECT_LE(ulp_error<T>(ly(i), -std::log(3.0L)), 1.0L) << "at " << i;
+    } else {
+      EXPECT_EQ(y(i), T(0)) << "at " << i;
+      EXPECT_EQ(ly(i), ninf) << "at " << i;
+    }
+  }
+  // The limit T -> 0+: a tiny positive temperature agrees where it does not underflow.
+  EXPECT_TRUE(same_values(smax::softmax(vec<T>({1, 3, 3}), T(0)),
+                          smax::softmax(vec<T>({1, 3, 3}), T(1e-3))));
+}
+
+TYPED_TEST(SoftmaxTemperature, InfinityIsUniformOverNonMinusInfinityEntries) {
+  using T = TypeParam;
+  const T ninf = -inf<T>;
+  const Vec<T> z = vec<T>({1, ninf, 5, 2});
+  const Vec<T> y = smax::softmax(z, inf<T>);
+  const Vec<T> ly = smax::log_softmax(z, inf<T>);
+  for (Index i : {0, 2, 3}) {
+    EXPECT_LE(ulp_error<T>(y(i), 1.0L / 3), 0.5L) << "at " << i;
+    EXPECT_LE(ulp_error<T>(ly(i), -std::log(3.0L)), 1.0L) << "at " << i;
+  }
+  EXPECT_EQ(y(1), T(0));
+  EXPECT_EQ(ly(1), ninf);
+  EXPECT_TRUE(same_values(vec<T>({0.5, 0.5}), smax::softmax(vec<T>({big<T>, -big<T>}), inf<T>)));
+  const Vec<T> w = random_logits<T>(17, logits::uniform_100, 9);
+  const Vec<T> u = smax::softmax(w, inf<T>);
+  for (Index i = 0; i < 17; ++i) EXPECT_LE(ulp_error<T>(u(i), 1.0L / 17), 0.5L) << "at " << i;
+}
+
+TYPED_TEST(SoftmaxTemperature, DividesTheShiftedLogits) {
+  using T = TypeParam;
+  // softmax(z, T)_i = exp((z_i - max) / T) / sum, against explicit formulas.
+  struct item {
+    long double a, b, t;
+  };
+  for (const item& c : {item{0, -1, 0.5L}, item{1000, 999, 0.5L}, item{0, -1, 2},
+                        item{0, -0.015625L, 1.0L / 1024}, item{-3, 5, 1e3L}}) {
+    const Vec<T> z = vec<T>({c.a, c.b});
+    const T t = static_cast<T>(c.t);
+    const long double d = (std::min(c.a, c.b) - std::max(c.a, c.b)) / static_cast<long double>(t);
+    const long double small = std::exp(d) / (1 + std::exp(d)), large = 1 / (1 + std::exp(d));
+    const HiArray expected = c.a >= c.b ? (HiArray(2) << large, small).finished()
+                                        : (HiArray(2) << small, large).finished();
+    const Vec<T> y = smax::softmax(z, t);
+    EXPECT_LE(ulp_error<T>(y(0), expected(0)),
+              softmax_bound_ulps<T>(c.a >= c.b ? 0 : d, expected(0)))
+        << "z = " << z.transpose() << ", T = " << t;
+    EXPECT_LE(ulp_error<T>(y(1), expected(1)),
+              softmax_bound_ulps<T>(c.a >= c.b ? d : 0, expected(1)))
+        << "z = " << z.transpose() << ", T = " << t;
+  }
+  // A power-of-two temperature scales exactly: softmax(z, 2^k) = softmax(z / 2^k).
+  const Vec<T> z = random_logits<T>(33, logits::normal_30, 21);
+  for (T t : {T(0.25), T(2), T(64)}) {
+    EXPECT_TRUE(within_ulps(smax::softmax(Vec<T>(z / t)), smax::softmax(z, t), 2)) << "T = " << t;
+    EXPECT_TRUE(within_ulps(smax::log_softmax(Vec<T>(z / t)), smax::log_softmax(z, t), 2))
+        << "T = " << t;
+  }
+}
+
+TYPED_TEST(SoftmaxTemperature, EntropyGrowsWithTemperature) {
+  using T = TypeParam;
+  for (const Vec<T>& z : {Vec<T>(random_logits<T>(33, logits::normal_1, 31)),
+                          Vec<T>(random_logits<T>(17, logits::near_ties, 32)),
+                          Vec<T>(random_logits<T>(100, logits::uniform_100, 33))}) {
+    const long double n = static_cast<long double>(z.size());
+    const long double slack = 4 * n * static_cast<long double>(eps<T>);
+    long double previous = entropy(smax::softmax(z, T(0)));
+    const long double lowest = previous;
+    EXPECT_NEAR(static_cast<double>(previous),
+                std::log(static_cast<double>((z.array() == z.maxCoeff()).count())), 1e-6);
+    for (long double t = 1e-3L; t <= 1e3L; t *= 1.25L) {
+      const long double h = entropy(smax::softmax(z, static_cast<T>(t)));
+      EXPECT_GE(h, previous - slack) << "T = " << show(t);
+      previous = std::max(previous, h);
+    }
+    const long double highest = entropy(smax::softmax(z, inf<T>));
+    EXPECT_GE(highest, previous - slack);
+    EXPECT_NEAR(static_cast<double>(highest), std::log(static_cast<double>(n)), 1e-6);
+    EXPECT_GT(highest, lowest + 1);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Identities
+
+TYPED_TEST(SoftmaxIdentities, ShiftInvariance) {
+  using T = TypeParam;
+  // Logits on a 1/64 grid, shifts that keep z + c exact: the shifted exponents equal the
+  // unshifted ones, so the results agree to rounding noise of at most 2 ULP.
+  std::uint32_t seed = 200;
+  for (Index n : {2, 3, 17, 33, 1000}) {
+    Vec<T> z = random_logits<T>(n, logits::normal_30, ++seed);
+    z = (z.array() * T(64)).round() / T(64);
+    for (T c : {T(1024), T(-512), T(3.5)}) {
+      const Vec<T> shifted = z.array() + c;
+      for (T t : {T(0.5), T(1), T(2)}) {
+        SCOPED_TRACE(::testing::Message() << "n = " << n << ", c = " << c << ", T = " << t);
+        EXPECT_TRUE(within_ulps(smax::softmax(z, t), smax::softmax(shifted, t), 2));
+        EXPECT_TRUE(within_ulps(smax::log_softmax(z, t), smax::log_softmax(shifted, t), 2));
+      }
+      const long double expected = static_cast<long double>(smax::logsumexp(z)) + c;
+      const T actual = smax::logsumexp(shifted);
+      EXPECT_LE(std::fabs(actual - expected),
+                8 * ulp_of<T>(std::max({std::fabs(expected), 1.0L, std::fabs(expected - c)})))
+          << "n = " << n << ", c = " << c;
+    }
+  }
+}
+
+TYPED_TEST(SoftmaxIdentities, LogSoftmaxIsZMinusLogsumexp) {
+  using T = TypeParam;
+  std::uint32_t seed = 300;
+  for (Index n : sweep_sizes) {
+    for (logits kind : all_logit_kinds) {
+      const Vec<T> z = random_logits<T>(n, kind, ++seed);
+      const Vec<T> ls = smax::log_softmax(z);
+      const long double lse = smax::logsumexp(z);
+      for (Index i = 0; i < n; ++i) {
+        const long double expected = static_cast<long double>(z(i)) - lse;
+        const long double scale = std::max({std::fabs(expected), std::fabs(lse), 1.0L});
+        EXPECT_LE(std::fabs(ls(i) - expected), 8 * ulp_of<T>(scale))
+            << "n = " << n << ", " << name_of(kind) << ", at " << i;
+      }
+    }
+  }
+}
+
+TYPED_TEST(SoftmaxIdentities, ExpOfLogSoftmaxIsSoftmax) {
+  using T = TypeParam;
+  std::uint32_t seed = 400;
+  const long double e = static_cast<long double>(eps<T>);
+  for (Index n : sweep_sizes) {
+    for (logits kind : all_logit_kinds) {
+      for (T t : {T(0.5), T(1), T(20)}) {
+        const Vec<T> z = random_logits<T>(n, kind, ++seed);
+        const Vec<T> ls = smax::log_softmax(z, t);
+        const Vec<T> y = smax::softmax(z, t);
+        for (Index i = 0; i < n; ++i) {
+          const long double from_log = std::exp(static_cast<long double>(ls(i)));
+          // log_softmax is within 4 ULP of max(|l|, 1) and softmax within 4 ULP + |d| eps/2:
+          // their difference is at most (8 + 5 max(|l|, 1)) eps relative, plus a few
+          // subnormal steps where y is subnormal.
+          const long double a = std::fabs(static_cast<long double>(ls(i)));
+          const long double tol = (8 + 5 * std::max(a, 1.0L)) * e * from_log + 2 * denorm_min<T>;
+          EXPECT_LE(std::fabs(from_log - y(i)), tol)
+              << "n = " << n << ", " << name_of(kind) << ", T = " << t << ", at " << i
+              << ": log_softmax " << show(ls(i)) << ", softmax " << show(y(i));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
