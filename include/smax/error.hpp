@@ -16,7 +16,8 @@
 /// enabled it throws smax::error. Built with -fno-exceptions, or with SMAX_NO_EXCEPTIONS
 /// defined, the same message is printed to stderr and the program aborts.
 
-#if defined(SMAX_NO_EXCEPTIONS) || !(defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND))
+#if defined(SMAX_NO_EXCEPTIONS) || \
+    !(defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND))
 #define SMAX_HAS_EXCEPTIONS 0
 #else
 #define SMAX_HAS_EXCEPTIONS 1

@@ -107,7 +107,7 @@ class logsumexp_accumulator {
     if (std::isnan(max_) || m == -inf()) return;
     if (std::isnan(m) || m == inf() || max_ == inf()) {
       max_ = (std::isnan(m) || std::isnan(max_)) ? std::numeric_limits<T>::quiet_NaN()
-                                                  : std::max(max_, m);
+                                                 : std::max(max_, m);
       return;
     }
     if (m > max_) {

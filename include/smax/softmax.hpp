@@ -107,13 +107,13 @@ void run_forward(const batch<const T>& in, const batch<T>& out, T temperature) {
     return;
   }
   if (in.length <= short_length<T> && in.count > 1) {
-    forward_short<Op>(in.data, in.dstride, in.kstride, out.data, out.dstride, out.kstride,
-                      in.count, in.length, temperature);
+    forward_short<Op>(in.data, in.dstride, in.kstride, out.data, out.dstride, out.kstride, in.count,
+                      in.length, temperature);
     return;
   }
   for (Index d = 0; d < in.count; ++d) {
-    forward_one<Op>(in.data + d * in.dstride, in.kstride, out.data + d * out.dstride,
-                    out.kstride, in.length, temperature);
+    forward_one<Op>(in.data + d * in.dstride, in.kstride, out.data + d * out.dstride, out.kstride,
+                    in.length, temperature);
   }
 }
 
@@ -132,8 +132,8 @@ void forward_into(const char* function, const Eigen::DenseBase<Out>& out,
 }
 
 template <forward_op Op, typename D, typename Axis>
-typename D::PlainObject forward_value(const char* function, const Eigen::DenseBase<D>& z,
-                                      Axis axis, typename D::Scalar temperature) {
+typename D::PlainObject forward_value(const char* function, const Eigen::DenseBase<D>& z, Axis axis,
+                                      typename D::Scalar temperature) {
   static_check_scalar<D>();
   check_forward_temperature(function, temperature);
   typename D::PlainObject result;
@@ -211,12 +211,10 @@ using enable_if_axis_t = std::enable_if_t<is_axis_v<D>, int>;
 /// per entry. Allocates only the result (nothing for fixed sizes).
 /// \throws smax::error if T is negative or NaN.
 template <typename D>
-typename D::PlainObject softmax(const Eigen::DenseBase<D>& z,
-                                typename D::Scalar temperature = 1) {
+typename D::PlainObject softmax(const Eigen::DenseBase<D>& z, typename D::Scalar temperature = 1) {
   detail::static_check_vector<D>("smax::softmax");
-  return detail::forward_value<detail::forward_op::softmax>("smax::softmax", z,
-                                                            detail::vector_axis_t<D>{},
-                                                            temperature);
+  return detail::forward_value<detail::forward_op::softmax>(
+      "smax::softmax", z, detail::vector_axis_t<D>{}, temperature);
 }
 
 /// Softmax of each row (smax::rowwise) or each column (smax::colwise) of z, at temperature T.
@@ -224,8 +222,7 @@ typename D::PlainObject softmax(const Eigen::DenseBase<D>& z,
 template <typename D, typename Axis, detail::enable_if_axis_t<Axis> = 0>
 typename D::PlainObject softmax(const Eigen::DenseBase<D>& z, Axis axis,
                                 typename D::Scalar temperature = 1) {
-  return detail::forward_value<detail::forward_op::softmax>("smax::softmax", z, axis,
-                                                            temperature);
+  return detail::forward_value<detail::forward_op::softmax>("smax::softmax", z, axis, temperature);
 }
 
 /// Allocation-free softmax of the vector z into out (resized if it is a resizable plain
@@ -280,14 +277,14 @@ template <typename Out, typename D>
 void log_softmax_into(const Eigen::DenseBase<Out>& out, const Eigen::DenseBase<D>& z,
                       typename D::Scalar temperature = 1) {
   detail::static_check_vector<D>("smax::log_softmax_into");
-  detail::forward_into<detail::forward_op::log_softmax>(
-      "smax::log_softmax_into", out, z, detail::vector_axis_t<D>{}, temperature);
+  detail::forward_into<detail::forward_op::log_softmax>("smax::log_softmax_into", out, z,
+                                                        detail::vector_axis_t<D>{}, temperature);
 }
 
 /// Allocation-free log-softmax of each row or column of z into out.
 template <typename Out, typename D, typename Axis, detail::enable_if_axis_t<Axis> = 0>
-void log_softmax_into(const Eigen::DenseBase<Out>& out, const Eigen::DenseBase<D>& z,
-                      Axis axis, typename D::Scalar temperature = 1) {
+void log_softmax_into(const Eigen::DenseBase<Out>& out, const Eigen::DenseBase<D>& z, Axis axis,
+                      typename D::Scalar temperature = 1) {
   detail::forward_into<detail::forward_op::log_softmax>("smax::log_softmax_into", out, z, axis,
                                                         temperature);
 }
@@ -378,8 +375,8 @@ typename Y::PlainObject softmax_backward(const Eigen::DenseBase<Y>& y,
   detail::check_same_shape("smax::softmax_backward", y, dy, "y");
   typename Y::PlainObject result;
   result.resize(y.rows(), y.cols());
-  detail::backward_into<detail::backward_op::softmax>("smax::softmax_backward", result, y, dy,
-                                                      axis, temperature);
+  detail::backward_into<detail::backward_op::softmax>("smax::softmax_backward", result, y, dy, axis,
+                                                      temperature);
   return result;
 }
 
@@ -393,8 +390,7 @@ void softmax_backward_into(const Eigen::DenseBase<Out>& out, const Eigen::DenseB
 }
 
 /// Allocation-free softmax_backward of each row or column into out.
-template <typename Out, typename Y, typename DY, typename Axis,
-          detail::enable_if_axis_t<Axis> = 0>
+template <typename Out, typename Y, typename DY, typename Axis, detail::enable_if_axis_t<Axis> = 0>
 void softmax_backward_into(const Eigen::DenseBase<Out>& out, const Eigen::DenseBase<Y>& y,
                            const Eigen::DenseBase<DY>& dy, Axis axis,
                            typename Y::Scalar temperature = 1) {
@@ -437,16 +433,14 @@ typename Y::PlainObject log_softmax_backward(const Eigen::DenseBase<Y>& logy,
 /// Allocation-free log_softmax_backward into out, which may be logy or dy itself.
 template <typename Out, typename Y, typename DY>
 void log_softmax_backward_into(const Eigen::DenseBase<Out>& out, const Eigen::DenseBase<Y>& logy,
-                               const Eigen::DenseBase<DY>& dy,
-                               typename Y::Scalar temperature = 1) {
+                               const Eigen::DenseBase<DY>& dy, typename Y::Scalar temperature = 1) {
   detail::static_check_vector<Y>("smax::log_softmax_backward_into");
   detail::backward_into<detail::backward_op::log_softmax>(
       "smax::log_softmax_backward_into", out, logy, dy, detail::vector_axis_t<Y>{}, temperature);
 }
 
 /// Allocation-free log_softmax_backward of each row or column into out.
-template <typename Out, typename Y, typename DY, typename Axis,
-          detail::enable_if_axis_t<Axis> = 0>
+template <typename Out, typename Y, typename DY, typename Axis, detail::enable_if_axis_t<Axis> = 0>
 void log_softmax_backward_into(const Eigen::DenseBase<Out>& out, const Eigen::DenseBase<Y>& logy,
                                const Eigen::DenseBase<DY>& dy, Axis axis,
                                typename Y::Scalar temperature = 1) {

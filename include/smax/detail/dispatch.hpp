@@ -21,12 +21,13 @@ namespace smax::detail {
 using Index = Eigen::Index;
 
 template <typename D>
-inline constexpr bool has_direct_access =
-    (Eigen::internal::traits<D>::Flags & Eigen::DirectAccessBit) != 0;
+inline constexpr bool has_direct_access = (Eigen::internal::traits<D>::Flags &
+                                           Eigen::DirectAccessBit) != 0;
 
 template <typename D>
-inline constexpr bool is_writable_storage =
-    has_direct_access<D> && (Eigen::internal::traits<D>::Flags & Eigen::LvalueBit) != 0;
+inline constexpr bool is_writable_storage = has_direct_access<D> &&
+                                            (Eigen::internal::traits<D>::Flags &
+                                             Eigen::LvalueBit) != 0;
 
 template <typename D>
 inline constexpr bool is_array = std::is_base_of_v<Eigen::ArrayBase<D>, D>;
@@ -54,14 +55,14 @@ template <typename D>
 auto make_batch(const Eigen::DenseBase<D>& x, rowwise_t) {
   const D& d = x.derived();
   return batch<std::remove_pointer_t<decltype(d.data())>>{d.data(), d.rows(), d.cols(),
-                                                         d.rowStride(), d.colStride()};
+                                                          d.rowStride(), d.colStride()};
 }
 
 template <typename D>
 auto make_batch(const Eigen::DenseBase<D>& x, colwise_t) {
   const D& d = x.derived();
   return batch<std::remove_pointer_t<decltype(d.data())>>{d.data(), d.cols(), d.rows(),
-                                                         d.colStride(), d.rowStride()};
+                                                          d.colStride(), d.rowStride()};
 }
 
 /// Lowest and one-past-highest address an Eigen object with direct access touches.
@@ -124,9 +125,8 @@ void check_output_shape(const char* function, const Eigen::DenseBase<Out>& out, 
 template <typename Out>
 void check_output_length(const char* function, const Eigen::DenseBase<Out>& out, Index n,
                          const char* what) {
-  const bool ok = out.size() == n ||
-                  can_take_shape(out, Out::RowsAtCompileTime == 1 ? 1 : n,
-                                 Out::RowsAtCompileTime == 1 ? n : 1);
+  const bool ok = out.size() == n || can_take_shape(out, Out::RowsAtCompileTime == 1 ? 1 : n,
+                                                    Out::RowsAtCompileTime == 1 ? n : 1);
   if (!ok) {
     fail(function, "out", "of length " + std::to_string(out.size()),
          "a vector of length " + std::to_string(n) + " (" + what + ")");
@@ -192,9 +192,9 @@ struct reduced {
   static constexpr int max_rows = by_row ? int(D::MaxRowsAtCompileTime) : 1;
   static constexpr int max_cols = by_row ? 1 : int(D::MaxColsAtCompileTime);
   static constexpr int options = by_row ? Eigen::ColMajor : Eigen::RowMajor;
-  using type = std::conditional_t<is_array<D>,
-                                  Eigen::Array<Scalar, rows, cols, options, max_rows, max_cols>,
-                                  Eigen::Matrix<Scalar, rows, cols, options, max_rows, max_cols>>;
+  using type =
+      std::conditional_t<is_array<D>, Eigen::Array<Scalar, rows, cols, options, max_rows, max_cols>,
+                         Eigen::Matrix<Scalar, rows, cols, options, max_rows, max_cols>>;
 };
 
 }  // namespace smax::detail

@@ -74,9 +74,9 @@ constexpr std::array<T, exp_constants<T>::degree + 1> taylor_coefficients() {
 /// True when smax has a vectorised exp for T on this target.
 template <typename T>
 inline constexpr bool has_packet_exp =
-    (std::is_same_v<T, float> || std::is_same_v<T, double>) &&
-    Eigen::internal::packet_traits<T>::Vectorizable &&
-    (Eigen::internal::packet_traits<T>::size > 1);
+    (std::is_same_v<T, float> ||
+     std::is_same_v<T, double>)&&Eigen::internal::packet_traits<T>::Vectorizable
+    && (Eigen::internal::packet_traits<T>::size > 1);
 
 /// exp of every lane of x; NaN stays NaN, -inf gives 0, +inf gives +inf.
 template <typename Packet>
@@ -85,7 +85,8 @@ EIGEN_ALWAYS_INLINE Packet pexp_accurate(const Packet& x) {
   using T = typename ei::unpacket_traits<Packet>::type;
   using C = exp_constants<T>;
   const Packet xc = ei::pmin(ei::pmax(x, ei::pset1<Packet>(C::lo)), ei::pset1<Packet>(C::hi));
-  const Packet k = ei::pfloor(ei::pmadd(xc, ei::pset1<Packet>(C::log2e), ei::pset1<Packet>(T(0.5))));
+  const Packet k =
+      ei::pfloor(ei::pmadd(xc, ei::pset1<Packet>(C::log2e), ei::pset1<Packet>(T(0.5))));
   Packet r = ei::pmadd(k, ei::pset1<Packet>(-C::ln2_hi), xc);
   r = ei::pmadd(k, ei::pset1<Packet>(-C::ln2_lo), r);
   // Horner on the Taylor series sum_{j <= degree} r^j / j!.

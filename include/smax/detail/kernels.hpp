@@ -72,9 +72,9 @@ class pairwise_sum {
 /// exact and keeps x - max finite even when the spread exceeds the largest finite value.
 template <typename T>
 struct shift {
-  T half;   // 1, or 0.5 when T > 1
-  T hmax;   // half * max
-  T hT;     // half * T
+  T half;  // 1, or 0.5 when T > 1
+  T hmax;  // half * max
+  T hT;    // half * T
   bool divide;
 
   shift(T max, T temperature)
@@ -300,8 +300,8 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
   }
 }
 
-inline constexpr Index lane_block = 32;   // distributions handled side by side
-inline constexpr Index lane_chunk = 16;   // columns summed before entering the pairwise sum
+inline constexpr Index lane_block = 32;  // distributions handled side by side
+inline constexpr Index lane_chunk = 16;  // columns summed before entering the pairwise sum
 
 /// softmax or log_softmax of nb <= lane_block distributions that lie side by side in memory:
 /// element k of distribution j is x[j + k * xk] (and y[j + k * yk]). This is the layout of
@@ -329,8 +329,8 @@ void forward_lanes(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
   const shift<T> sh(T(0), temperature);  // half, hT and divide; the max differs per lane
   const Lanes hm = sh.half * m;
   const auto exponent = [&](Index k) -> Lanes {
-    if (sh.divide) return (sh.half * in(k) - hm) / sh.hT;
-    return in(k) - hm;
+    if (sh.divide) return (sh.half * in(k)-hm) / sh.hT;
+    return in(k)-hm;
   };
 
   pairwise_sum<Sums> acc;
@@ -355,13 +355,13 @@ void forward_lanes(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
 
 /// softmax or log_softmax of count distributions side by side (see forward_lanes).
 template <forward_op Op, typename T>
-void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len,
-                    T temperature) {
+void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len, T temperature) {
   Index j = 0;
   for (; j + lane_block <= count; j += lane_block) {
     forward_lanes<Op, int(lane_block)>(x + j, xk, y + j, yk, lane_block, len, temperature);
   }
-  if (j < count) forward_lanes<Op, Eigen::Dynamic>(x + j, xk, y + j, yk, count - j, len, temperature);
+  if (j < count)
+    forward_lanes<Op, Eigen::Dynamic>(x + j, xk, y + j, yk, count - j, len, temperature);
 }
 
 /// Longest distribution the short-row path transposes into its 8 KiB tile.
@@ -373,8 +373,8 @@ inline constexpr Index short_length = Index(8192 / sizeof(T)) / lane_block;
 /// register, so blocks of lane_block of them are transposed into a stack tile and
 /// vectorised across, as in forward_lanes.
 template <forward_op Op, typename T>
-void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Index count,
-                   Index len, T temperature) {
+void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Index count, Index len,
+                   T temperature) {
   alignas(64) T tile[lane_block * short_length<T>];
   for (Index j0 = 0; j0 < count; j0 += lane_block) {
     const Index nb = std::min(lane_block, count - j0);
@@ -432,8 +432,8 @@ void with_maps(const T* a, Index as, const T* b, Index bs, T* out, Index os, Ind
 
 /// dz = y * (dy - <dy, y>) / T for one distribution; out may alias y or dy exactly.
 template <typename T>
-void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, Index os,
-                          Index n, T temperature) {
+void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, Index os, Index n,
+                          T temperature) {
   with_maps(y, ys, dy, dys, out, os, n, [&](const auto& ym, const auto& dym, auto&& om) {
     const T g = static_cast<T>(sum_blocks<T>(n, [&](Index i, Index len) {
       // Products and sums in acc_t: dy - <dy, y> cancels, so <dy, y> must be tight.
@@ -451,13 +451,12 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
 
 /// dz = (dy - exp(logy) * sum(dy)) / T for one distribution; out may alias logy or dy.
 template <typename T>
-void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T* out,
-                              Index os, Index n, T temperature) {
+void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T* out, Index os,
+                              Index n, T temperature) {
   with_maps(logy, ls, dy, dys, out, os, n, [&](const auto& lm, const auto& dym, auto&& om) {
-    const T s = static_cast<T>(
-        sum_blocks<T>(n, [&](Index i, Index len) {
-          return dym.segment(i, len).template cast<acc_t<T>>().sum();
-        }));
+    const T s = static_cast<T>(sum_blocks<T>(n, [&](Index i, Index len) {
+      return dym.segment(i, len).template cast<acc_t<T>>().sum();
+    }));
     if (temperature == T(1)) {
       om = dym - lm.unaryExpr(exp_op<T>()) * s;
     } else {
@@ -467,7 +466,6 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
 }
 
 }  // namespace smax::detail
-
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
