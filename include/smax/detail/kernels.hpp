@@ -235,7 +235,8 @@ enum class forward_op { softmax, log_softmax };
 template <forward_op Op, typename T, typename Pred>
 void write_selected(const T* x, Index xs, T* y, Index ys, Index n, Index hits, Pred selected) {
   const T inf = std::numeric_limits<T>::infinity();
-  const T hit = Op == forward_op::softmax ? T(1) / T(hits) : -std::log(T(hits));
+  const T hit = Op == forward_op::softmax ? T(1) / T(hits)
+                                          : T(0) - std::log(T(hits));  // +0, not -0, for one hit
   const T miss = Op == forward_op::softmax ? T(0) : -inf;
   for (Index i = 0; i < n; ++i) y[i * ys] = selected(x[i * xs]) ? hit : miss;
 }
