@@ -221,7 +221,7 @@ std::vector<spec> all_specs() {
             s.eps = eps;
             s.ignore = ignore;
             s.T = T;
-            if (weighted) s.w = {0.5, 2.0, 0.0, 1.5};
+            if (weighted) s.w = std::vector<double>{0.5, 2.0, 0.0, 1.5};
             out.push_back(s);
           }
         }
@@ -402,7 +402,7 @@ TYPED_TEST(CrossEntropy, PerSampleBackwardMatchesFiniteDifferences) {
   up << 0.5, -1, 2, 0.25, 3, -0.75;
   spec s;
   s.eps = 0.15;
-  s.w = {1, 2, 0.5, 3};
+  s.w = std::vector<double>{1, 2, 0.5, 3};
   s.T = 1.7;
   options_for<T> of(s);
   const Mat<T> g = smax::cross_entropy_per_sample_backward(z, labels, up, smax::rowwise, of.o);

@@ -198,10 +198,10 @@ std::vector<bce_spec> bce_specs() {
       for (int q = 0; q < 3; ++q) {
         bce_spec s;
         s.red = red;
-        if (p == 1) s.pw = {2.5};
-        if (p == 2) s.pw = {3, 0.5, 1, 0, 7};
-        if (q == 1) s.w = {0.25};
-        if (q == 2) s.w = {1, 2, 0, 0.5, 4};
+        if (p == 1) s.pw = std::vector<double>{2.5};
+        if (p == 2) s.pw = std::vector<double>{3, 0.5, 1, 0, 7};
+        if (q == 1) s.w = std::vector<double>{0.25};
+        if (q == 2) s.w = std::vector<double>{1, 2, 0, 0.5, 4};
         out.push_back(s);
       }
     }
@@ -287,7 +287,7 @@ TYPED_TEST(BinaryCrossEntropy, GradientsMatchFiniteDifferences) {
   // Per-element backward with an arbitrary upstream.
   const Mat<T> up = smax_loss_test::random_matrix<T>(3, 5, 206);
   bce_spec s;
-  s.pw = {2, 1, 0.5, 3, 1};
+  s.pw = std::vector<double>{2, 1, 0.5, 3, 1};
   bce_options_for<T> of(s);
   bce_options_for<double> od(s);
   const Mat<T> g =
