@@ -23,8 +23,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include <Eigen/Core>
 #include <benchmark/benchmark.h>
+#include <Eigen/Core>
 
 #include <smax/detail/kernels.hpp>  // exp_op only, for the roof/exp_smax diagnostic
 #include <smax/softmax.hpp>
@@ -147,8 +147,8 @@ Wide reference(Op op, Index r, Index c, Index rows, Index cols, Wide temperature
     case Op::softmax:
     case Op::log_softmax:
     case Op::logsumexp: {
-      const Wide d = (static_cast<Wide>(data<T>(Data::logits, rows, cols)(r, c)) - st.a) /
-                     temperature;
+      const Wide d =
+          (static_cast<Wide>(data<T>(Data::logits, rows, cols)(r, c)) - st.a) / temperature;
       if (op == Op::softmax) return std::exp(d) / st.b;
       if (op == Op::log_softmax) return d - std::log(st.b);
       return st.a + std::log(st.b);
@@ -177,7 +177,8 @@ const std::vector<RowStats>& row_stats(Op op, Index rows, Index cols, Wide tempe
       const RowMat<T>& z = data<T>(Data::logits, rows, cols);
       st.a = -INFINITY;
       for (Index c = 0; c < cols; ++c) st.a = std::max(st.a, static_cast<Wide>(z(r, c)));
-      for (Index c = 0; c < cols; ++c) st.b += std::exp((static_cast<Wide>(z(r, c)) - st.a) / temperature);
+      for (Index c = 0; c < cols; ++c)
+        st.b += std::exp((static_cast<Wide>(z(r, c)) - st.a) / temperature);
     } else {
       const RowMat<T>& dy = data<T>(Data::dy, rows, cols);
       const RowMat<T>& y = data<T>(Data::softmax_y, rows, cols);
@@ -187,7 +188,8 @@ const std::vector<RowStats>& row_stats(Op op, Index rows, Index cols, Wide tempe
       }
       st.scale = 0;
       for (Index c = 0; c < cols; ++c) {
-        st.scale = std::max(st.scale, std::abs(reference<T>(op, r, c, rows, cols, temperature, st)));
+        st.scale =
+            std::max(st.scale, std::abs(reference<T>(op, r, c, rows, cols, temperature, st)));
       }
       if (st.scale == 0) st.scale = 1;
     }
@@ -255,8 +257,9 @@ void softmax_smax_rowmajor(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2,
-            check_error<T>(Op::softmax, rows, cols, t, [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 2, check_error<T>(Op::softmax, rows, cols, t, [&](Index r, Index c) {
+              return out(r, c);
+            }));
 }
 
 template <typename T>
@@ -269,8 +272,9 @@ void softmax_smax_colmajor_strided(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2,
-            check_error<T>(Op::softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 2, check_error<T>(Op::softmax, rows, cols, 1, [&](Index r, Index c) {
+              return out(r, c);
+            }));
 }
 
 template <typename T>
@@ -283,8 +287,9 @@ void softmax_smax_colwise(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2,
-            check_error<T>(Op::softmax, rows, cols, 1, [&](Index r, Index c) { return out(c, r); }));
+  finish<T>(st, rows, cols, 2, check_error<T>(Op::softmax, rows, cols, 1, [&](Index r, Index c) {
+              return out(c, r);
+            }));
 }
 
 /// The safe one-liner users write (max-shifted), on row-major or column-major storage.
@@ -309,8 +314,9 @@ void softmax_naive_safe_impl(benchmark::State& st, const M& zm) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2,
-            check_error<T>(Op::softmax, rows, cols, t, [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 2, check_error<T>(Op::softmax, rows, cols, t, [&](Index r, Index c) {
+              return out(r, c);
+            }));
 }
 
 template <typename T, bool Temp>
@@ -338,8 +344,9 @@ void softmax_naive_unsafe(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2,
-            check_error<T>(Op::softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 2, check_error<T>(Op::softmax, rows, cols, 1, [&](Index r, Index c) {
+              return out(r, c);
+            }));
 }
 
 /// A competent hand-written Eigen loop: one Map per row, max, shifted exp, normalise.
@@ -364,8 +371,9 @@ void softmax_eigen_loop(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2,
-            check_error<T>(Op::softmax, rows, cols, t, [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 2, check_error<T>(Op::softmax, rows, cols, t, [&](Index r, Index c) {
+              return out(r, c);
+            }));
 }
 
 /// The vector API on a fixed-size Vector3 (no heap, no batch).
@@ -397,9 +405,9 @@ void log_softmax_smax_rowmajor(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2, check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) {
-              return out(r, c);
-            }));
+  finish<T>(
+      st, rows, cols, 2,
+      check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
 }
 
 template <typename T>
@@ -412,9 +420,9 @@ void log_softmax_smax_colmajor_strided(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2, check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) {
-              return out(r, c);
-            }));
+  finish<T>(
+      st, rows, cols, 2,
+      check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
 }
 
 /// Safe one-liner: z - (max + log(sum(exp(z - max)))).
@@ -432,9 +440,9 @@ void log_softmax_naive_safe(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2, check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) {
-              return out(r, c);
-            }));
+  finish<T>(
+      st, rows, cols, 2,
+      check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
 }
 
 template <typename T>
@@ -453,9 +461,9 @@ void log_softmax_eigen_loop(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2, check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) {
-              return out(r, c);
-            }));
+  finish<T>(
+      st, rows, cols, 2,
+      check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
 }
 
 template <typename T>
@@ -533,8 +541,9 @@ void softmax_backward_smax_rowmajor(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 3, check_error<T>(Op::softmax_backward, rows, cols, 1,
-                                              [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 3,
+            check_error<T>(Op::softmax_backward, rows, cols, 1,
+                           [&](Index r, Index c) { return out(r, c); }));
 }
 
 template <typename T>
@@ -551,8 +560,9 @@ void softmax_backward_naive(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 3, check_error<T>(Op::softmax_backward, rows, cols, 1,
-                                              [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 3,
+            check_error<T>(Op::softmax_backward, rows, cols, 1,
+                           [&](Index r, Index c) { return out(r, c); }));
 }
 
 template <typename T>
@@ -566,8 +576,9 @@ void log_softmax_backward_smax_rowmajor(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 3, check_error<T>(Op::log_softmax_backward, rows, cols, 1,
-                                              [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 3,
+            check_error<T>(Op::log_softmax_backward, rows, cols, 1,
+                           [&](Index r, Index c) { return out(r, c); }));
 }
 
 template <typename T>
@@ -584,8 +595,9 @@ void log_softmax_backward_naive(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 3, check_error<T>(Op::log_softmax_backward, rows, cols, 1,
-                                              [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 3,
+            check_error<T>(Op::log_softmax_backward, rows, cols, 1,
+                           [&](Index r, Index c) { return out(r, c); }));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -735,8 +747,8 @@ void xnnpack_softmax(benchmark::State& st) {
   const auto c = static_cast<std::size_t>(cols);
   if (xnn_initialize(nullptr) != xnn_status_success ||
       xnn_create_softmax_nc_f32(c, c, c, 0, &op) != xnn_status_success ||
-      xnn_setup_softmax_nc_f32(op, static_cast<std::size_t>(rows), z.data(), out.data(),
-                               nullptr) != xnn_status_success) {
+      xnn_setup_softmax_nc_f32(op, static_cast<std::size_t>(rows), z.data(), out.data(), nullptr) !=
+          xnn_status_success) {
     st.SkipWithError("XNNPACK softmax setup failed");
     if (op != nullptr) xnn_delete_operator(op);
     return;
@@ -747,9 +759,9 @@ void xnnpack_softmax(benchmark::State& st) {
     benchmark::ClobberMemory();
   }
   xnn_delete_operator(op);
-  finish<float>(st, rows, cols, 2, check_error<float>(Op::softmax, rows, cols, 1, [&](Index r, Index k) {
-                  return out(r, k);
-                }));
+  finish<float>(
+      st, rows, cols, 2,
+      check_error<float>(Op::softmax, rows, cols, 1, [&](Index r, Index k) { return out(r, k); }));
 }
 #endif
 

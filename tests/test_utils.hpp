@@ -169,8 +169,9 @@ std::uint64_t ulp_distance(T a, T b) {
 /// The second term is the rounding of the exponent d amplified by exp:
 /// exp(d (1 + delta)) = exp(d) exp(d delta), a relative error of |d| |delta| in y that no
 /// max-shifted algorithm avoids. d carries two roundings when T != 1 (the subtraction and
-/// the division), |delta| <= eps; one when T = 1 (eps/2), which this bound also covers. ulp(y) is between eps/2 and eps of |y|, so for normal
-/// results the term is |d|/2 to |d| ULP; on the subnormal grid it is far below one ULP.
+/// the division), |delta| <= eps; one when T = 1 (eps/2), which this bound also covers. ulp(y) is
+/// between eps/2 and eps of |y|, so for normal results the term is |d|/2 to |d| ULP; on the
+/// subnormal grid it is far below one ULP.
 template <typename T>
 long double softmax_bound_ulps(long double exponent, long double reference) {
   if (std::isinf(exponent)) return 4.0L;  // -inf entries: exactly 0, no amplification
