@@ -1,14 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Copyright (c) 2026 The smax authors
 
-// GCC 12 reports the _mm512_undefined_* inside AVX-512 intrinsics as (maybe-)uninitialized
-// (GCC bug 105593). In a test file this large GCC stops inlining Eigen's pldexp into
-// smax's exp (inline-unit-growth limit), and the out-of-line copy is beyond the pragmas in
-// smax's headers; silencing it here, before Eigen's headers are read, covers that copy.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "test_utils.hpp"  // first: silences a GCC 12 false positive before Eigen
 
 #include <smax/cross_entropy.hpp>
 
@@ -25,27 +18,21 @@
 
 #include <smax/smax.hpp>
 
-#include "loss_test_support.hpp"
-
 namespace {
 
-using smax_loss_test::all_close;
-using smax_loss_test::close;
-using smax_loss_test::error_of;
-using smax_loss_test::Mat;
-using smax_loss_test::MatL;
-using smax_loss_test::tol;
-using smax_loss_test::Vec;
+using namespace smax_test::loss;  // close, all_close, tol, error_of, MatL, ...
+using smax_test::Mat;
+using smax_test::Vec;
 using Index = Eigen::Index;
 
 template <typename T>
 class CrossEntropy : public ::testing::Test {};
 using Scalars = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(CrossEntropy, Scalars, smax_loss_test::type_names);
+TYPED_TEST_SUITE(CrossEntropy, Scalars, smax_test::TypeNames);
 
 template <typename T>
 class NllLoss : public ::testing::Test {};
-TYPED_TEST_SUITE(NllLoss, Scalars, smax_loss_test::type_names);
+TYPED_TEST_SUITE(NllLoss, Scalars, smax_test::TypeNames);
 
 constexpr long double inf_l = std::numeric_limits<long double>::infinity();
 
@@ -296,7 +283,7 @@ TYPED_TEST(CrossEntropy, GradientIsSoftmaxMinusOneHot) {
   Vec<T> expected = smax::softmax(z);
   expected(0) -= 1;
   EXPECT_TRUE(all_close(r.grad, expected, tol<T>::rel * 4, 1e-3));
-  EXPECT_NEAR(static_cast<double>(smax_loss_test::sum_of(r.grad)), 0.0, 10 * tol<T>::rel);
+  EXPECT_NEAR(static_cast<double>(smax_test::loss::sum_of(r.grad)), 0.0, 10 * tol<T>::rel);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -304,7 +291,7 @@ TYPED_TEST(CrossEntropy, GradientIsSoftmaxMinusOneHot) {
 
 TYPED_TEST(CrossEntropy, IndexTargetsMatchPyTorchForEveryCombination) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(6, 4, 11);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(6, 4, 11);
   const MatL zl = to_long(z);
   for (const spec& s : all_specs()) {
     for (bool colwise : {false, true}) {
@@ -334,8 +321,8 @@ TYPED_TEST(CrossEntropy, IndexTargetsMatchPyTorchForEveryCombination) {
 
 TYPED_TEST(CrossEntropy, ProbabilityTargetsMatchReferenceForEveryCombination) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(5, 4, 12);
-  const Mat<T> q = smax_loss_test::random_distributions<T>(5, 4, 13);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(5, 4, 12);
+  const Mat<T> q = smax_test::loss::random_distributions<T>(5, 4, 13);
   for (spec s : all_specs()) {
     if (s.ignore >= 0) continue;  // ignore_index does not apply to probabilities
     for (bool colwise : {false, true}) {
@@ -350,7 +337,7 @@ TYPED_TEST(CrossEntropy, ProbabilityTargetsMatchReferenceForEveryCombination) {
 
 TYPED_TEST(CrossEntropy, OneHotProbabilitiesEqualIndexTargets) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(4, 5, 14);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(4, 5, 14);
   const std::vector<int> y = {4, 0, 2, 2};
   Mat<T> q = Mat<T>::Zero(4, 5);
   for (Index n = 0; n < 4; ++n) q(n, y[static_cast<size_t>(n)]) = 1;
@@ -372,8 +359,8 @@ TYPED_TEST(CrossEntropy, OneHotProbabilitiesEqualIndexTargets) {
 
 TYPED_TEST(CrossEntropy, GradientsMatchFiniteDifferences) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(6, 4, 21);
-  const Mat<T> q = smax_loss_test::random_distributions<T>(6, 4, 22);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(6, 4, 21);
+  const Mat<T> q = smax_test::loss::random_distributions<T>(6, 4, 22);
   const Eigen::MatrixXd zd = z.template cast<double>();
   const Eigen::MatrixXd qd = q.template cast<double>();
   for (const spec& s : all_specs()) {
@@ -383,13 +370,13 @@ TYPED_TEST(CrossEntropy, GradientsMatchFiniteDifferences) {
     const auto f_index = [&](const Eigen::MatrixXd& x) {
       return smax::cross_entropy(x, labels, smax::rowwise, od.o);
     };
-    const Eigen::MatrixXd fd = smax_loss_test::numeric_grad(f_index, zd);
+    const Eigen::MatrixXd fd = smax_test::loss::numeric_grad(f_index, zd);
     EXPECT_TRUE(all_close(smax_with_grad(z, labels, s, false).second, fd, tol<T>::fd, 1e-2));
     if (s.ignore < 0) {
       const auto f_prob = [&](const Eigen::MatrixXd& x) {
         return smax::cross_entropy(x, qd, smax::rowwise, od.o);
       };
-      const Eigen::MatrixXd fdq = smax_loss_test::numeric_grad(f_prob, zd);
+      const Eigen::MatrixXd fdq = smax_test::loss::numeric_grad(f_prob, zd);
       EXPECT_TRUE(all_close(smax_with_grad(z, q, s, false).second, fdq, tol<T>::fd, 1e-2));
     }
   }
@@ -397,7 +384,7 @@ TYPED_TEST(CrossEntropy, GradientsMatchFiniteDifferences) {
 
 TYPED_TEST(CrossEntropy, PerSampleBackwardMatchesFiniteDifferences) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(6, 4, 23);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(6, 4, 23);
   Vec<T> up(6);
   up << 0.5, -1, 2, 0.25, 3, -0.75;
   spec s;
@@ -409,11 +396,11 @@ TYPED_TEST(CrossEntropy, PerSampleBackwardMatchesFiniteDifferences) {
   options_for<double> od(s);
   const Eigen::VectorXd upd = up.template cast<double>();
   const auto f = [&](const Eigen::MatrixXd& x) {
-    return smax_loss_test::dot_of(smax::cross_entropy_per_sample(x, labels, smax::rowwise, od.o),
-                                  upd);
+    return smax_test::loss::dot_of(smax::cross_entropy_per_sample(x, labels, smax::rowwise, od.o),
+                                   upd);
   };
   EXPECT_TRUE(
-      all_close(g, smax_loss_test::numeric_grad(f, z.template cast<double>()), tol<T>::fd, 1e-2));
+      all_close(g, smax_test::loss::numeric_grad(f, z.template cast<double>()), tol<T>::fd, 1e-2));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -421,7 +408,7 @@ TYPED_TEST(CrossEntropy, PerSampleBackwardMatchesFiniteDifferences) {
 
 TYPED_TEST(CrossEntropy, AllFormsAgree) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(6, 5, 31);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(6, 5, 31);
   const std::vector<long> y = {4, 0, -100, 2, 1, 3};
   Vec<T> w(5);
   w << 1, 0.5, 2, 1.5, 3;
@@ -449,7 +436,7 @@ TYPED_TEST(CrossEntropy, AllFormsAgree) {
     T denom = 0;
     for (long t : y) denom += t == -100 ? T(0) : w(t);
     const T scale = red == smax::reduction::mean ? T(1) / denom : T(1);
-    EXPECT_TRUE(close(smax_loss_test::sum_of(per) * scale, loss, tol<T>::rel * 8));
+    EXPECT_TRUE(close(smax_test::loss::sum_of(per) * scale, loss, tol<T>::rel * 8));
     const Vec<T> up = Vec<T>::Constant(6, scale);
     const Mat<T> gb = smax::cross_entropy_per_sample_backward(z, y, up, smax::rowwise, o);
     EXPECT_TRUE(all_close(gb, r.grad, tol<T>::rel * 8, 1e-2));
@@ -464,8 +451,8 @@ TYPED_TEST(CrossEntropy, AllFormsAgree) {
 
 TYPED_TEST(CrossEntropy, ProbabilityTargetsAliasingTheGradientAreCopied) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(3, 4, 32);
-  const Mat<T> q = smax_loss_test::random_distributions<T>(3, 4, 33);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(3, 4, 32);
+  const Mat<T> q = smax_test::loss::random_distributions<T>(3, 4, 33);
   const auto expected = smax::cross_entropy_with_grad(z, q, smax::rowwise);
   Mat<T> buf = q;  // the gradient overwrites the targets
   const T loss = smax::cross_entropy_with_grad_into(buf, z, buf, smax::rowwise);
@@ -475,7 +462,7 @@ TYPED_TEST(CrossEntropy, ProbabilityTargetsAliasingTheGradientAreCopied) {
 
 TYPED_TEST(CrossEntropy, TemperatureIsLogitsOverT) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(4, 6, 34);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(4, 6, 34);
   const std::vector<int> y = {5, 1, 0, 3};
   smax::cross_entropy_options<T> o;
   o.temperature = T(4);
@@ -492,7 +479,7 @@ TYPED_TEST(CrossEntropy, TemperatureIsLogitsOverT) {
 
 TYPED_TEST(CrossEntropy, AcceptsEveryTargetContainer) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(3, 4, 41);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(3, 4, 41);
   const T expected = smax::cross_entropy(z, std::vector<int>{3, 0, 2}, smax::rowwise);
   Eigen::VectorXi vi(3);
   vi << 3, 0, 2;
@@ -525,7 +512,7 @@ TYPED_TEST(CrossEntropy, AcceptsEveryTargetContainer) {
 
 TYPED_TEST(CrossEntropy, AcceptsEveryLogitsType) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(3, 4, 42);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(3, 4, 42);
   const std::vector<int> y = {1, 3, 0};
   const auto ref = smax::cross_entropy_with_grad(z, y, smax::rowwise);
   const double r = tol<T>::rel * 8;
@@ -567,7 +554,7 @@ TYPED_TEST(CrossEntropy, AcceptsEveryLogitsType) {
 
 TYPED_TEST(CrossEntropy, OneSampleForms) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(1, 5, 43);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(1, 5, 43);
   const Vec<T> col = z.transpose();
   const Eigen::Matrix<T, 1, Eigen::Dynamic> row = z;
   const auto batch = smax::cross_entropy_with_grad(z, std::vector<int>{2}, smax::rowwise);
@@ -582,7 +569,7 @@ TYPED_TEST(CrossEntropy, OneSampleForms) {
   const Vec<T> q = smax::softmax(col);
   // Cross-entropy of a distribution with itself is its entropy; the gradient is 0.
   const auto self = smax::cross_entropy_with_grad(col, q);
-  EXPECT_NEAR(static_cast<double>(smax_loss_test::max_abs(self.grad)), 0.0, 10 * tol<T>::rel);
+  EXPECT_NEAR(static_cast<double>(smax_test::loss::max_abs(self.grad)), 0.0, 10 * tol<T>::rel);
 }
 
 // Weights are views: lvalues bind, temporaries that would dangle do not compile.
@@ -593,7 +580,7 @@ static_assert(!std::is_constructible_v<smax::class_weights<float>, std::vector<f
 
 TYPED_TEST(CrossEntropy, WeightsFromAnyStorage) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(4, 3, 44);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(4, 3, 44);
   const std::vector<int> y = {2, 0, 1, 2};
   Vec<T> w(3);
   w << 0.5, 2, 1.5;
@@ -721,7 +708,7 @@ TYPED_TEST(CrossEntropy, InfiniteLogits) {
 
 TYPED_TEST(CrossEntropy, IgnoredAndEmptyBatches) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(3, 4, 51);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(3, 4, 51);
   const std::vector<int> ignored = {-100, -100, -100};
   smax::cross_entropy_options<T> o;
   o.label_smoothing = T(0.2);
@@ -757,7 +744,7 @@ TYPED_TEST(CrossEntropy, IgnoredAndEmptyBatches) {
 
 TYPED_TEST(CrossEntropy, BadArgumentsThrowAndLeaveOutputsUntouched) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(3, 4, 61);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(3, 4, 61);
   Mat<T> g = Mat<T>::Constant(3, 4, T(7));
   const auto untouched = [&] { return (g.array() == T(7)).all(); };
   const auto msg = [&](auto&& targets, const smax::cross_entropy_options<T>& o) {
@@ -787,7 +774,7 @@ TYPED_TEST(CrossEntropy, BadArgumentsThrowAndLeaveOutputsUntouched) {
 
   smax::cross_entropy_options<T> o;
   o.ignore_index = 0;
-  const Mat<T> q = smax_loss_test::random_distributions<T>(3, 4, 62);
+  const Mat<T> q = smax_test::loss::random_distributions<T>(3, 4, 62);
   m = msg(q, o);
   EXPECT_TRUE(has(m, "'options.ignore_index' is 0")) << m;
   o.ignore_index = -1;  // negative: inert, as in PyTorch
@@ -849,7 +836,7 @@ TYPED_TEST(CrossEntropy, BadArgumentsThrowAndLeaveOutputsUntouched) {
 
 TYPED_TEST(NllLoss, EqualsCrossEntropyOfLogSoftmax) {
   using T = TypeParam;
-  const Mat<T> z = smax_loss_test::random_matrix<T>(6, 4, 71);
+  const Mat<T> z = smax_test::loss::random_matrix<T>(6, 4, 71);
   const Mat<T> lp = smax::log_softmax(z, smax::rowwise);
   for (const spec& s : all_specs()) {
     if (s.eps != 0 || s.T != 1) continue;

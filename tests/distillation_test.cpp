@@ -1,14 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Copyright (c) 2026 The smax authors
 
-// GCC 12 reports the _mm512_undefined_* inside AVX-512 intrinsics as (maybe-)uninitialized
-// (GCC bug 105593). In a test file this large GCC stops inlining Eigen's pldexp into
-// smax's exp (inline-unit-growth limit), and the out-of-line copy is beyond the pragmas in
-// smax's headers; silencing it here, before Eigen's headers are read, covers that copy.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "test_utils.hpp"  // first: silences a GCC 12 false positive before Eigen
 
 #include <smax/distillation.hpp>
 
@@ -20,23 +13,17 @@
 #include <gtest/gtest.h>
 #include <Eigen/Core>
 
-#include "loss_test_support.hpp"
-
 namespace {
 
-using smax_loss_test::all_close;
-using smax_loss_test::close;
-using smax_loss_test::error_of;
-using smax_loss_test::Mat;
-using smax_loss_test::MatL;
-using smax_loss_test::tol;
-using smax_loss_test::Vec;
+using namespace smax_test::loss;  // close, all_close, tol, error_of, MatL, ...
+using smax_test::Mat;
+using smax_test::Vec;
 using Index = Eigen::Index;
 
 template <typename T>
 class Distillation : public ::testing::Test {};
 using Scalars = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(Distillation, Scalars, smax_loss_test::type_names);
+TYPED_TEST_SUITE(Distillation, Scalars, smax_test::TypeNames);
 
 std::vector<long double> log_softmax_row(const MatL& z, Index n, long double T) {
   long double m = -std::numeric_limits<long double>::infinity();
@@ -100,13 +87,13 @@ TYPED_TEST(Distillation, HandComputedValue) {
   // Identical logits: KL 0 and gradient 0.
   const auto r = smax::distillation_loss_with_grad(s, s, options<T>(3, smax::reduction::mean));
   EXPECT_NEAR(static_cast<double>(r.loss), 0.0, 10 * tol<T>::rel);
-  EXPECT_NEAR(static_cast<double>(smax_loss_test::max_abs(r.grad)), 0.0, 10 * tol<T>::rel);
+  EXPECT_NEAR(static_cast<double>(smax_test::loss::max_abs(r.grad)), 0.0, 10 * tol<T>::rel);
 }
 
 TYPED_TEST(Distillation, MatchesReferenceForEveryOption) {
   using T = TypeParam;
-  const Mat<T> s = smax_loss_test::random_matrix<T>(5, 6, 101, -4, 4);
-  const Mat<T> t = smax_loss_test::random_matrix<T>(5, 6, 102, -4, 4);
+  const Mat<T> s = smax_test::loss::random_matrix<T>(5, 6, 101, -4, 4);
+  const Mat<T> t = smax_test::loss::random_matrix<T>(5, 6, 102, -4, 4);
   for (double temp : {1.0, 0.5, 2.0, 7.0}) {
     for (auto red : {smax::reduction::mean, smax::reduction::sum}) {
       SCOPED_TRACE("T=" + std::to_string(temp) + (red == smax::reduction::mean ? " mean" : " sum"));
@@ -132,8 +119,8 @@ TYPED_TEST(Distillation, MatchesReferenceForEveryOption) {
 
 TYPED_TEST(Distillation, GradientIsTTimesPMinusQ) {
   using T = TypeParam;
-  const Mat<T> s = smax_loss_test::random_matrix<T>(4, 5, 103);
-  const Mat<T> t = smax_loss_test::random_matrix<T>(4, 5, 104);
+  const Mat<T> s = smax_test::loss::random_matrix<T>(4, 5, 103);
+  const Mat<T> t = smax_test::loss::random_matrix<T>(4, 5, 104);
   const T temp = T(3);
   const auto r =
       smax::distillation_loss_with_grad(s, t, smax::rowwise, options<T>(3, smax::reduction::sum));
@@ -151,8 +138,8 @@ TYPED_TEST(Distillation, GradientIsTTimesPMinusQ) {
 
 TYPED_TEST(Distillation, GradientsMatchFiniteDifferences) {
   using T = TypeParam;
-  const Mat<T> s = smax_loss_test::random_matrix<T>(4, 5, 105);
-  const Mat<T> t = smax_loss_test::random_matrix<T>(4, 5, 106);
+  const Mat<T> s = smax_test::loss::random_matrix<T>(4, 5, 105);
+  const Mat<T> t = smax_test::loss::random_matrix<T>(4, 5, 106);
   const Eigen::MatrixXd td = t.template cast<double>();
   for (double temp : {1.0, 0.5, 4.0}) {
     for (auto red : {smax::reduction::mean, smax::reduction::sum}) {
@@ -161,7 +148,7 @@ TYPED_TEST(Distillation, GradientsMatchFiniteDifferences) {
         return smax::distillation_loss(x, td, smax::rowwise, od);
       };
       const auto r = smax::distillation_loss_with_grad(s, t, smax::rowwise, options<T>(temp, red));
-      EXPECT_TRUE(all_close(r.grad, smax_loss_test::numeric_grad(f, s.template cast<double>()),
+      EXPECT_TRUE(all_close(r.grad, smax_test::loss::numeric_grad(f, s.template cast<double>()),
                             tol<T>::fd, 1e-2))
           << "T=" << temp;
     }
@@ -174,17 +161,17 @@ TYPED_TEST(Distillation, GradientsMatchFiniteDifferences) {
   const Eigen::VectorXd upd = up.template cast<double>();
   const auto od = options<double>(2, smax::reduction::mean);
   const auto f = [&](const Eigen::MatrixXd& x) {
-    return smax_loss_test::dot_of(smax::distillation_loss_per_sample(x, td, smax::rowwise, od),
-                                  upd);
+    return smax_test::loss::dot_of(smax::distillation_loss_per_sample(x, td, smax::rowwise, od),
+                                   upd);
   };
   EXPECT_TRUE(
-      all_close(g, smax_loss_test::numeric_grad(f, s.template cast<double>()), tol<T>::fd, 1e-2));
+      all_close(g, smax_test::loss::numeric_grad(f, s.template cast<double>()), tol<T>::fd, 1e-2));
 }
 
 TYPED_TEST(Distillation, FormsAgreeAndWorkInPlace) {
   using T = TypeParam;
-  const Mat<T> s = smax_loss_test::random_matrix<T>(4, 7, 107);
-  const Mat<T> t = smax_loss_test::random_matrix<T>(4, 7, 108);
+  const Mat<T> s = smax_test::loss::random_matrix<T>(4, 7, 107);
+  const Mat<T> t = smax_test::loss::random_matrix<T>(4, 7, 108);
   const auto o = options<T>(2.5, smax::reduction::mean);
   const auto r = smax::distillation_loss_with_grad(s, t, smax::rowwise, o);
   EXPECT_EQ(smax::distillation_loss(s, t, smax::rowwise, o), r.loss);
@@ -199,7 +186,7 @@ TYPED_TEST(Distillation, FormsAgreeAndWorkInPlace) {
             r.loss);
   EXPECT_TRUE(all_close(teacher_slot, r.grad, 0.0, 0.0));
   const Vec<T> per = smax::distillation_loss_per_sample(s, t, smax::rowwise, o);
-  EXPECT_TRUE(close(smax_loss_test::sum_of(per) / 4, r.loss, tol<T>::rel * 8));
+  EXPECT_TRUE(close(smax_test::loss::sum_of(per) / 4, r.loss, tol<T>::rel * 8));
   const Mat<T> gb = smax::distillation_loss_per_sample_backward(s, t, Vec<T>::Constant(4, T(0.25)),
                                                                 smax::rowwise, o);
   EXPECT_TRUE(all_close(gb, r.grad, tol<T>::rel * 4, 1e-2));
@@ -271,7 +258,7 @@ TYPED_TEST(Distillation, NumericalPolicy) {
 
 TYPED_TEST(Distillation, BadArgumentsThrowAndLeaveOutputsUntouched) {
   using T = TypeParam;
-  const Mat<T> s = smax_loss_test::random_matrix<T>(3, 4, 109);
+  const Mat<T> s = smax_test::loss::random_matrix<T>(3, 4, 109);
   Mat<T> g = Mat<T>::Constant(3, 4, T(7));
   const auto has = [](const std::string& m, const char* part) {
     return m.find(part) != std::string::npos;

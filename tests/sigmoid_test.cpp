@@ -1,14 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Copyright (c) 2026 The smax authors
 
-// GCC 12 reports the _mm512_undefined_* inside AVX-512 intrinsics as (maybe-)uninitialized
-// (GCC bug 105593). In a test file this large GCC stops inlining Eigen's pldexp into
-// smax's exp (inline-unit-growth limit), and the out-of-line copy is beyond the pragmas in
-// smax's headers; silencing it here, before Eigen's headers are read, covers that copy.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "test_utils.hpp"  // first: silences a GCC 12 false positive before Eigen
 
 #include <smax/sigmoid.hpp>
 
@@ -20,17 +13,11 @@
 #include <gtest/gtest.h>
 #include <Eigen/Core>
 
-#include "loss_test_support.hpp"
-
 namespace {
 
-using smax_loss_test::all_close;
-using smax_loss_test::close;
-using smax_loss_test::error_of;
-using smax_loss_test::Mat;
-using smax_loss_test::MatL;
-using smax_loss_test::tol;
-using smax_loss_test::Vec;
+using namespace smax_test::loss;  // close, all_close, tol, error_of, MatL, ...
+using smax_test::Mat;
+using smax_test::Vec;
 using Index = Eigen::Index;
 
 template <typename T>
@@ -38,8 +25,8 @@ class Sigmoid : public ::testing::Test {};
 template <typename T>
 class BinaryCrossEntropy : public ::testing::Test {};
 using Scalars = ::testing::Types<float, double>;
-TYPED_TEST_SUITE(Sigmoid, Scalars, smax_loss_test::type_names);
-TYPED_TEST_SUITE(BinaryCrossEntropy, Scalars, smax_loss_test::type_names);
+TYPED_TEST_SUITE(Sigmoid, Scalars, smax_test::TypeNames);
+TYPED_TEST_SUITE(BinaryCrossEntropy, Scalars, smax_test::TypeNames);
 
 long double ref_sigmoid(long double x) {
   return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x));
@@ -118,7 +105,7 @@ TYPED_TEST(Sigmoid, LimitsAndHandValues) {
 
 TYPED_TEST(Sigmoid, IntoFormsArraysAndExpressions) {
   using T = TypeParam;
-  const Mat<T> x = smax_loss_test::random_matrix<T>(3, 5, 201, -20, 20);
+  const Mat<T> x = smax_test::loss::random_matrix<T>(3, 5, 201, -20, 20);
   const Mat<T> s = smax::sigmoid(x);
   Mat<T> inplace = x;
   smax::sigmoid_into(inplace, inplace);
@@ -232,8 +219,8 @@ TYPED_TEST(BinaryCrossEntropy, HandComputedValues) {
 
 TYPED_TEST(BinaryCrossEntropy, MatchesPyTorchFormulaForEveryOption) {
   using T = TypeParam;
-  const Mat<T> x = smax_loss_test::random_matrix<T>(4, 5, 202, -8, 8);
-  Mat<T> y = smax_loss_test::random_matrix<T>(4, 5, 203, 0, 1);
+  const Mat<T> x = smax_test::loss::random_matrix<T>(4, 5, 202, -8, 8);
+  Mat<T> y = smax_test::loss::random_matrix<T>(4, 5, 203, 0, 1);
   y(0, 0) = 0;
   y(1, 1) = 1;
   for (const bce_spec& s : bce_specs()) {
@@ -262,7 +249,7 @@ TYPED_TEST(BinaryCrossEntropy, MatchesPyTorchFormulaForEveryOption) {
     const Mat<T> per =
         smax::binary_cross_entropy_with_logits_per_element(x, y, smax::rowwise, of.o);
     const T denom = s.red == smax::reduction::mean ? T(20) : T(1);
-    EXPECT_TRUE(close(smax_loss_test::sum_of(per) / denom, r.loss, tol<T>::rel * 16, 1e-2));
+    EXPECT_TRUE(close(smax_test::loss::sum_of(per) / denom, r.loss, tol<T>::rel * 16, 1e-2));
     const Mat<T> gb = smax::binary_cross_entropy_with_logits_per_element_backward(
         x, y, Mat<T>::Constant(4, 5, T(1) / denom), smax::rowwise, of.o);
     EXPECT_TRUE(all_close(gb, r.grad, tol<T>::rel * 4, 1e-2));
@@ -271,8 +258,8 @@ TYPED_TEST(BinaryCrossEntropy, MatchesPyTorchFormulaForEveryOption) {
 
 TYPED_TEST(BinaryCrossEntropy, GradientsMatchFiniteDifferences) {
   using T = TypeParam;
-  const Mat<T> x = smax_loss_test::random_matrix<T>(3, 5, 204, -6, 6);
-  const Mat<T> y = smax_loss_test::random_matrix<T>(3, 5, 205, 0, 1);
+  const Mat<T> x = smax_test::loss::random_matrix<T>(3, 5, 204, -6, 6);
+  const Mat<T> y = smax_test::loss::random_matrix<T>(3, 5, 205, 0, 1);
   const Eigen::MatrixXd yd = y.template cast<double>();
   for (const bce_spec& s : bce_specs()) {
     bce_options_for<T> of(s);
@@ -281,11 +268,11 @@ TYPED_TEST(BinaryCrossEntropy, GradientsMatchFiniteDifferences) {
       return smax::binary_cross_entropy_with_logits(v, yd, smax::rowwise, od.o);
     };
     const auto r = smax::binary_cross_entropy_with_logits_with_grad(x, y, smax::rowwise, of.o);
-    EXPECT_TRUE(all_close(r.grad, smax_loss_test::numeric_grad(f, x.template cast<double>()),
+    EXPECT_TRUE(all_close(r.grad, smax_test::loss::numeric_grad(f, x.template cast<double>()),
                           tol<T>::fd, 1e-2));
   }
   // Per-element backward with an arbitrary upstream.
-  const Mat<T> up = smax_loss_test::random_matrix<T>(3, 5, 206);
+  const Mat<T> up = smax_test::loss::random_matrix<T>(3, 5, 206);
   bce_spec s;
   s.pw = std::vector<double>{2, 1, 0.5, 3, 1};
   bce_options_for<T> of(s);
@@ -294,11 +281,11 @@ TYPED_TEST(BinaryCrossEntropy, GradientsMatchFiniteDifferences) {
       smax::binary_cross_entropy_with_logits_per_element_backward(x, y, up, smax::rowwise, of.o);
   const Eigen::MatrixXd upd = up.template cast<double>();
   const auto f = [&](const Eigen::MatrixXd& v) {
-    return smax_loss_test::dot_of(
+    return smax_test::loss::dot_of(
         smax::binary_cross_entropy_with_logits_per_element(v, yd, smax::rowwise, od.o), upd);
   };
   EXPECT_TRUE(
-      all_close(g, smax_loss_test::numeric_grad(f, x.template cast<double>()), tol<T>::fd, 1e-2));
+      all_close(g, smax_test::loss::numeric_grad(f, x.template cast<double>()), tol<T>::fd, 1e-2));
 }
 
 TYPED_TEST(BinaryCrossEntropy, AnyMagnitude) {
@@ -343,8 +330,8 @@ TYPED_TEST(BinaryCrossEntropy, AnyMagnitude) {
 
 TYPED_TEST(BinaryCrossEntropy, BadArgumentsThrowAndLeaveOutputsUntouched) {
   using T = TypeParam;
-  const Mat<T> x = smax_loss_test::random_matrix<T>(3, 4, 207);
-  const Mat<T> y = smax_loss_test::random_matrix<T>(3, 4, 208, 0, 1);
+  const Mat<T> x = smax_test::loss::random_matrix<T>(3, 4, 207);
+  const Mat<T> y = smax_test::loss::random_matrix<T>(3, 4, 208, 0, 1);
   Mat<T> g = Mat<T>::Constant(3, 4, T(7));
   const auto has = [](const std::string& m, const char* part) {
     return m.find(part) != std::string::npos;

@@ -407,19 +407,26 @@ struct negative_part_op {
   }
 };
 
-/// out[i] = exp(in[i]) for n contiguous values (out may equal in), with the core's accurate
-/// vectorised exp. A plain packet loop rather than an Eigen expression: it keeps
-/// pexp_accurate inlined in a small function (see the GCC note at the top of this file).
-template <typename T>
-void exp_n(const T* in, T* out, Index n) {
+/// out[i] = f(in[i]) for n contiguous values (out may equal in): packets through pf, the
+/// tail through sf. A plain packet loop rather than an Eigen expression: it keeps the packet
+/// function inlined in a small function (see the GCC note at the top of this file).
+template <typename T, typename PF, typename SF>
+void apply_n(const T* in, T* out, Index n, PF&& pf, SF&& sf) {
   Index i = 0;
   if constexpr (has_packet_exp<T>) {
     namespace ei = Eigen::internal;
     using Packet = typename ei::packet_traits<T>::type;
     constexpr Index ps = ei::unpacket_traits<Packet>::size;
-    for (; i + ps <= n; i += ps) ei::pstoreu(out + i, pexp_accurate(ei::ploadu<Packet>(in + i)));
+    for (; i + ps <= n; i += ps) ei::pstoreu(out + i, pf(ei::ploadu<Packet>(in + i)));
   }
-  for (; i < n; ++i) out[i] = std::exp(in[i]);
+  for (; i < n; ++i) out[i] = sf(in[i]);
+}
+
+/// out[i] = exp(in[i]) with the core's accurate vectorised exp.
+template <typename T>
+void exp_n(const T* in, T* out, Index n) {
+  apply_n(
+      in, out, n, [](const auto& p) { return pexp_accurate(p); }, [](T v) { return std::exp(v); });
 }
 
 /// Terms of the series in plog1p_unit: (1/9)^K / (2K + 1) is below half an ULP of T.
@@ -453,14 +460,8 @@ EIGEN_STRONG_INLINE Packet plog1p_unit(const Packet& e) {
 /// out[i] = log1p(in[i]) for n contiguous values in [0, 1] (out may equal in).
 template <typename T>
 void log1p_unit_n(const T* in, T* out, Index n) {
-  Index i = 0;
-  if constexpr (has_packet_exp<T>) {
-    namespace ei = Eigen::internal;
-    using Packet = typename ei::packet_traits<T>::type;
-    constexpr Index ps = ei::unpacket_traits<Packet>::size;
-    for (; i + ps <= n; i += ps) ei::pstoreu(out + i, plog1p_unit(ei::ploadu<Packet>(in + i)));
-  }
-  for (; i < n; ++i) out[i] = std::log1p(in[i]);
+  apply_n(
+      in, out, n, [](const auto& p) { return plog1p_unit(p); }, [](T v) { return std::log1p(v); });
 }
 
 template <typename T>
