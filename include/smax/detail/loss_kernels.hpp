@@ -14,6 +14,7 @@
 #include <Eigen/Core>
 
 #include <smax/detail/dispatch.hpp>
+#include <smax/detail/fpclass.hpp>
 #include <smax/detail/kernels.hpp>
 #include <smax/error.hpp>
 
@@ -202,7 +203,7 @@ void with_index_view(const X& targets, F&& f) {
 
 template <typename T>
 void check_loss_temperature(const char* function, T temperature) {
-  if (!(temperature > T(0)) || !(temperature < std::numeric_limits<T>::infinity())) {
+  if (!is_finite(temperature) || !(temperature > T(0))) {
     fail(function, "options.temperature", to_text(temperature),
          "a finite number > 0 (T = 0 has no gradient, T = +inf no information)");
   }
@@ -210,7 +211,7 @@ void check_loss_temperature(const char* function, T temperature) {
 
 template <typename T>
 void check_label_smoothing(const char* function, T eps) {
-  if (!(eps >= T(0) && eps <= T(1))) {
+  if (is_nan(eps) || !(eps >= T(0) && eps <= T(1))) {
     fail(function, "options.label_smoothing", to_text(eps), "a number in [0, 1]");
   }
 }
@@ -227,7 +228,7 @@ void check_class_weights(const char* function, const char* argument, const strid
   }
   for (Index c = 0; c < w.size; ++c) {
     const T v = w[c];
-    if (!(v >= T(0))) {
+    if (is_nan(v) || !(v >= T(0))) {
       fail(function, argument, to_text(v) + " at class " + std::to_string(c),
            "weights >= 0 (not NaN)");
     }
@@ -623,16 +624,16 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
   // The cheap max: a NaN it misses makes the exp-sum, and so the loss and every gradient
   // entry, NaN on the regular path; the +inf path below checks for one explicitly.
   const T m = max_fast(x, n, xs);
-  if (std::isnan(m) || m == -inf || (m == inf && has_nan(x, n, xs))) {
+  if (is_nan(m) || is_neg_inf(m) || (is_pos_inf(m) && has_nan(x, n, xs))) {
     // NaN anywhere, or only -inf: softmax is undefined (0/0).
     if (g != nullptr) fill(g, n, gs, nan);
     return static_cast<A>(nan);
   }
-  if (m == inf) {
+  if (is_pos_inf(m)) {
     // One +inf logit: p is one-hot on it (log p = 0 there, -inf elsewhere); two: undefined.
     Index hot = -1, count = 0;
     for (Index c = 0; c < n; ++c) {
-      if (x[c * xs] == inf) {
+      if (is_pos_inf(x[c * xs])) {
         hot = c;
         ++count;
       }
@@ -708,15 +709,14 @@ struct log_softmax_state {
 template <typename T>
 log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T temperature) {
   using S = log_softmax_state<T>;
-  const T inf = std::numeric_limits<T>::infinity();
   S st;
   const T m = max_fast(x, n, xs);
-  if (std::isnan(m) || m == -inf) return st;  // undefined (also for n == 0; never read then)
-  if (m == inf) {
+  if (is_nan(m) || is_neg_inf(m)) return st;  // undefined (also for n == 0; never read then)
+  if (is_pos_inf(m)) {
     if (has_nan(x, n, xs)) return st;
     Index count = 0;
     for (Index c = 0; c < n; ++c) {
-      if (x[c * xs] == inf) {
+      if (is_pos_inf(x[c * xs])) {
         st.hot = c;
         ++count;
       }
@@ -729,7 +729,7 @@ log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T tem
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, st.sh, acc);
   st.log_s = static_cast<T>(std::log(acc.total()));
   // A NaN the cheap max missed shows up here, in the sum.
-  if (!std::isnan(st.log_s)) st.k = S::kind::finite;
+  if (!is_nan(st.log_s)) st.k = S::kind::finite;
   return st;
 }
 

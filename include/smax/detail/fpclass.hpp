@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: MIT
+// Copyright (c) 2026 The smax authors
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+/// \file
+/// NaN and infinity tests that survive -ffast-math.
+///
+/// -ffinite-math-only (part of -ffast-math) lets the compiler fold std::isnan(x), x != x
+/// and x == inf to constants, which would silently drop smax's argument checks and its
+/// NaN / limit-case policy. These tests look at the bits instead, which no floating-point
+/// flag can assume away. long double is tested with std:: functions (exact without
+/// -ffast-math; under it, long double inputs lose the NaN/inf policy).
+
+#if defined(__FAST_MATH__) && !defined(SMAX_QUIET_FAST_MATH)
+#pragma message(                                                                               \
+    "smax: built with -ffast-math. Kept: finite logits never overflow, -inf logits still get " \
+    "probability 0, NaN/inf arguments are still rejected. Lost: the exact accuracy bounds "    \
+    "(the compiler may reassociate sums). See the README (fast-math). Define "                 \
+    "SMAX_QUIET_FAST_MATH to silence this note.")
+#endif
+
+namespace smax::detail {
+
+template <typename T>
+struct float_bits;
+template <>
+struct float_bits<float> {
+  using type = std::uint32_t;
+  static constexpr type exponent = 0x7f800000u;
+  static constexpr type mantissa = 0x007fffffu;
+};
+template <>
+struct float_bits<double> {
+  using type = std::uint64_t;
+  static constexpr type exponent = 0x7ff0000000000000ull;
+  static constexpr type mantissa = 0x000fffffffffffffull;
+};
+
+template <typename T>
+inline constexpr bool has_float_bits = std::is_same_v<T, float> || std::is_same_v<T, double>;
+
+template <typename T>
+typename float_bits<T>::type bits_of(T x) {
+  typename float_bits<T>::type u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+/// x is NaN.
+template <typename T>
+bool is_nan(T x) {
+  if constexpr (has_float_bits<T>) {
+    const auto u = bits_of(x);
+    return (u & float_bits<T>::exponent) == float_bits<T>::exponent &&
+           (u & float_bits<T>::mantissa) != 0;
+  } else {
+    return std::isnan(x);
+  }
+}
+
+/// x is +inf or -inf.
+template <typename T>
+bool is_inf(T x) {
+  if constexpr (has_float_bits<T>) {
+    const auto u = bits_of(x);
+    return (u & float_bits<T>::exponent) == float_bits<T>::exponent &&
+           (u & float_bits<T>::mantissa) == 0;
+  } else {
+    return std::isinf(x);
+  }
+}
+
+/// x is neither NaN nor infinite.
+template <typename T>
+bool is_finite(T x) {
+  if constexpr (has_float_bits<T>) {
+    return (bits_of(x) & float_bits<T>::exponent) != float_bits<T>::exponent;
+  } else {
+    return std::isfinite(x);
+  }
+}
+
+/// x is +inf.
+template <typename T>
+bool is_pos_inf(T x) {
+  return is_inf(x) && x > T(0);
+}
+
+/// x is -inf.
+template <typename T>
+bool is_neg_inf(T x) {
+  return is_inf(x) && x < T(0);
+}
+
+}  // namespace smax::detail
