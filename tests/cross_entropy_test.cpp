@@ -319,6 +319,114 @@ TYPED_TEST(CrossEntropy, IndexTargetsMatchPyTorchForEveryCombination) {
   }
 }
 
+// rowwise on a column-major batch (Eigen's default layout) runs panels of samples side by
+// side, one SIMD lane per sample. 133 samples = two full panels and a tail at every SIMD
+// width (panels are 4 packets: 16 to 64 samples).
+TYPED_TEST(CrossEntropy, SamplePanelsMatchTheReferenceForEveryCombination) {
+  using T = TypeParam;
+  const Index N = 133;
+  const Mat<T> z = smax_test::loss::random_matrix<T>(N, 4, 16, -6, 6);
+  const MatL zl = to_long(z);
+  for (const spec& s : all_specs()) {
+    SCOPED_TRACE(describe(s));
+    const std::vector<std::int64_t> base = labels_for(s);
+    std::vector<std::int64_t> y;
+    for (Index n = 0; n < N; ++n) y.push_back(base[static_cast<size_t>(n % 6)]);
+    const ref_result ref = ref_index(zl, y, s);
+    options_for<T> of(s);
+    const auto r = smax::cross_entropy_with_grad(z, y, smax::rowwise, of.o);
+    EXPECT_TRUE(close(r.loss, ref.loss, tol<T>::rel * 8));
+    EXPECT_TRUE(all_close(r.grad, ref.grad, tol<T>::rel * 16, 1e-2));
+    EXPECT_EQ(smax::cross_entropy(z, y, smax::rowwise, of.o), r.loss);
+    // Short contiguous rows (row-major rowwise, column-major colwise) run the panels on a
+    // transposed copy.
+    using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const RowMajor zr = z;
+    const auto rr = smax::cross_entropy_with_grad(zr, y, smax::rowwise, of.o);
+    EXPECT_TRUE(close(rr.loss, ref.loss, tol<T>::rel * 8));
+    EXPECT_TRUE(all_close(rr.grad, ref.grad, tol<T>::rel * 16, 1e-2));
+    const Mat<T> zt = z.transpose();
+    const auto rt = smax::cross_entropy_with_grad(zt, y, smax::colwise, of.o);
+    EXPECT_EQ(rt.loss, rr.loss);
+    EXPECT_TRUE(all_close(rt.grad.transpose(), rr.grad, 0.0, 0.0));
+    RowMajor zr_inplace = zr;
+    EXPECT_EQ(smax::cross_entropy_with_grad_into(zr_inplace, zr_inplace, y, smax::rowwise, of.o),
+              rr.loss);
+    EXPECT_TRUE(all_close(zr_inplace, rr.grad, 0.0, 0.0));
+    Mat<T> inplace = z;
+    EXPECT_EQ(smax::cross_entropy_with_grad_into(inplace, inplace, y, smax::rowwise, of.o), r.loss);
+    EXPECT_TRUE(all_close(inplace, r.grad, 0.0, 0.0));
+    const Vec<T> per = smax::cross_entropy_per_sample(z, y, smax::rowwise, of.o);
+    for (Index n = 0; n < N; ++n) {
+      EXPECT_TRUE(close(per(n), ref.per_sample[static_cast<size_t>(n)], tol<T>::rel * 8)) << n;
+    }
+    const Vec<T> up = Vec<T>::LinSpaced(N, T(-1), T(2));
+    const Mat<T> gb = smax::cross_entropy_per_sample_backward(z, y, up, smax::rowwise, of.o);
+    const ref_result ref_sum = ref_index(zl, y, [&] {
+      spec t = s;
+      t.red = smax::reduction::sum;
+      return t;
+    }());
+    MatL expected = ref_sum.grad;
+    for (Index n = 0; n < N; ++n) expected.row(n) *= static_cast<long double>(up(n));
+    // Sum-reduction scale: entries are O(|up|) = O(1), and (A p - a) cancels near p = a.
+    EXPECT_TRUE(all_close(gb, expected, tol<T>::rel * 16, 1.0));
+  }
+}
+
+// Non-finite logits inside panels: the panel hands such samples back to the one-sample
+// path, and an ignored sample's NaN poisons nothing.
+TYPED_TEST(CrossEntropy, SamplePanelsKeepThePolicyForNonFiniteLogits) {
+  using T = TypeParam;
+  const T inf = std::numeric_limits<T>::infinity();
+  const Index N = 133, C = 29;  // C * panel width fits the stack tile at every SIMD width
+  Mat<T> z = smax_test::loss::random_matrix<T>(N, C, 17, -6, 6);
+  std::vector<int> y;
+  for (Index n = 0; n < N; ++n) y.push_back(static_cast<int>((n * 7) % C));
+  z(5, 0) = -inf;            // not the target (5 * 7 % 29 = 6)
+  z(20, 3) = std::nanf("");  // an ignored sample
+  y[20] = -100;
+  z(100, 8) = inf;                          // one +inf: one-hot
+  z(120, 1) = std::nanf("");                // NaN: that sample only
+  z(70, static_cast<Index>(y[70])) = -inf;  // target -inf: loss +inf
+  using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const RowMajor zr = z;
+  for (T eps : {T(0), T(0.2)}) {
+    smax::cross_entropy_options<T> o;
+    o.label_smoothing = eps;
+    smax::cross_entropy_options<T> one = o;  // one sample at a time: no panels
+    one.reduction = smax::reduction::sum;
+    Vec<T> per_one(N);
+    Mat<T> g_one(N, C);
+    for (Index n = 0; n < N; ++n) {
+      if (y[static_cast<size_t>(n)] == -100) {
+        per_one(n) = T(0);
+        g_one.row(n).setZero();
+        continue;
+      }
+      const auto r = smax::cross_entropy_with_grad(z.row(n), y[static_cast<size_t>(n)], one);
+      per_one(n) = r.loss;
+      g_one.row(n) = r.grad;
+    }
+    EXPECT_TRUE(std::isnan(per_one(120)));
+    EXPECT_EQ(per_one(70), inf);
+    const Vec<T> up = Vec<T>::Ones(N);
+    for (bool row_major : {false, true}) {
+      SCOPED_TRACE(row_major ? "row-major" : "column-major");
+      const Vec<T> per = row_major ? smax::cross_entropy_per_sample(zr, y, smax::rowwise, o)
+                                   : smax::cross_entropy_per_sample(z, y, smax::rowwise, o);
+      const Mat<T> g =
+          row_major ? Mat<T>(smax::cross_entropy_per_sample_backward(zr, y, up, smax::rowwise, o))
+                    : smax::cross_entropy_per_sample_backward(z, y, up, smax::rowwise, o);
+      EXPECT_TRUE(all_close(per, per_one, tol<T>::rel * 8));
+      EXPECT_TRUE(all_close(g, g_one, tol<T>::rel * 16, 1.0));
+      EXPECT_EQ(per(20), T(0));
+      EXPECT_TRUE((g.row(20).array() == T(0)).all());
+      EXPECT_EQ(g(5, 0), eps == T(0) ? T(0) : -eps / C);
+    }
+  }
+}
+
 TYPED_TEST(CrossEntropy, ProbabilityTargetsMatchReferenceForEveryCombination) {
   using T = TypeParam;
   const Mat<T> z = smax_test::loss::random_matrix<T>(5, 4, 12);

@@ -303,9 +303,11 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
   const T eps = o.label_smoothing;
   const T smooth = n_classes == 0 ? T(0) : eps / static_cast<T>(n_classes);
 
-  // The sweep, given a per-sample model source: model_of(d, f) calls f(model) and returns
-  // its loss, or returns nullopt-like false for an ignored sample.
-  const auto sweep = [&](auto&& sample_loss, A denom) -> T {
+  // The sweep: sample_loss(d, x, xs, g, gs, gscale) returns sample d's loss (and writes
+  // its gradient row); panel(d, x, xs, g, gs, gscales, losses), when given, does
+  // panel_width<T>() samples at once where samples are contiguous and classes strided, or
+  // returns false to leave them to sample_loss.
+  const auto sweep = [&](auto&& sample_loss, auto&& panel, A denom) -> T {
     const bool mean = o.reduction == ::smax::reduction::mean;
     const T red_scale = (reduced_mode && mean) ? static_cast<T>(A(1) / denom) : T(1);
     pairwise_sum<A> total;
@@ -316,17 +318,65 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
         const batch<const T> xb = make_batch(xx, axis);
         batch<T> gb{nullptr, 0, 0, 0, 1};
         if constexpr (has_grad) gb = output_batch(grad, axis);
-        for (Index d = 0; d < n_samples; ++d) {
-          const T* x = xb.data + d * xb.dstride;
-          T* g = has_grad ? gb.data + d * gb.dstride : nullptr;
-          T gscale = red_scale;
-          if constexpr (Mode == loss_mode::per_sample_backward) gscale = up.coeff(d);
-          const A ld = sample_loss(d, x, xb.kstride, g, gb.kstride, gscale);
+        const auto gscale_of = [&](Index d) -> T {
+          if constexpr (Mode == loss_mode::per_sample_backward) {
+            return up.coeff(d);
+          } else {
+            return red_scale;
+          }
+        };
+        const auto record = [&](Index d, A ld) {
           if constexpr (Mode == loss_mode::per_sample) {
             writable(losses).coeffRef(d) = static_cast<T>(ld);
           } else {
             total.add(ld);
           }
+        };
+        constexpr bool has_panel = !std::is_same_v<std::decay_t<decltype(panel)>, std::nullptr_t>;
+        constexpr Index W = panel_width<T>();
+        // Samples contiguous, classes strided: panels read the batch where it lies.
+        const bool direct = has_panel && W > 1 && xb.dstride == 1 && xb.kstride != 1 &&
+                            (!has_grad || gb.dstride == 1);
+        // Short rows otherwise (C <= tile / W): panels of a transposed copy on the stack.
+        constexpr Index tile_size = 8192 / Index(sizeof(T));
+        const bool tiled = has_panel && W > 1 && !direct && n_classes * W <= tile_size;
+        for (Index d = 0; d < n_samples;) {
+          if constexpr (has_panel) {
+            if ((direct || tiled) && d + W <= n_samples) {
+              T gscales[W];
+              A panel_losses[W];
+              for (Index i = 0; i < W; ++i) gscales[i] = gscale_of(d + i);
+              bool done = false;
+              if (direct) {
+                done = panel(d, xb.data + d, xb.kstride, has_grad ? gb.data + d : nullptr,
+                             gb.kstride, gscales, panel_losses);
+              } else {
+                alignas(64) T tile[tile_size];
+                for (Index c = 0; c < n_classes; ++c) {
+                  for (Index i = 0; i < W; ++i) {
+                    tile[i + c * W] = xb.data[(d + i) * xb.dstride + c * xb.kstride];
+                  }
+                }
+                done = panel(d, tile, W, has_grad ? tile : nullptr, W, gscales, panel_losses);
+                if (done && has_grad) {
+                  for (Index i = 0; i < W; ++i) {
+                    for (Index c = 0; c < n_classes; ++c) {
+                      gb.data[(d + i) * gb.dstride + c * gb.kstride] = tile[i + c * W];
+                    }
+                  }
+                }
+              }
+              if (done) {
+                for (Index i = 0; i < W; ++i) record(d + i, panel_losses[i]);
+                d += W;
+                continue;
+              }
+            }
+          }
+          const T* x = xb.data + d * xb.dstride;
+          T* g = has_grad ? gb.data + d * gb.dstride : nullptr;
+          record(d, sample_loss(d, x, xb.kstride, g, gb.kstride, gscale_of(d)));
+          ++d;
         }
       });
     });
@@ -356,6 +406,20 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
             const index_model<T> model{yc, (T(1) - eps) * w.or_one(yc), smooth, w, w_sum};
             return ce_sample(x, xs, n_classes, temperature, model, g, gs, gscale);
           },
+          [&](Index d0, const T* x, Index xs, T* g, Index gs, const T* gscales, A* out) {
+            constexpr Index W = panel_width<T>();
+            Index y[W];
+            bool ignored[W];
+            T hot[W];
+            for (Index i = 0; i < W; ++i) {
+              const std::int64_t yi = tv[d0 + i];
+              ignored[i] = yi == o.ignore_index;
+              y[i] = ignored[i] ? 0 : static_cast<Index>(yi);
+              hot[i] = ignored[i] ? T(0) : (T(1) - eps) * w.or_one(y[i]);
+            }
+            const index_panel_params<T> pp{smooth, w, w_sum, temperature};
+            return ce_index_panel(x, xs, g, gs, n_classes, y, ignored, hot, gscales, pp, out);
+          },
           static_cast<A>(denom));
     });
     return result;
@@ -378,7 +442,7 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
                                              smooth, w};
             return ce_sample(x, xs, n_classes, temperature, model, g, gs, gscale);
           },
-          static_cast<A>(n_samples));
+          nullptr, static_cast<A>(n_samples));
     };
     if constexpr (has_grad) {
       with_disjoint(targets, grad, run);

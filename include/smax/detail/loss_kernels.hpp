@@ -674,6 +674,187 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
 }
 
 // ---------------------------------------------------------------------------------------
+// Cross-entropy of a panel of samples side by side (index targets)
+//
+// When the samples are contiguous and the classes strided (rowwise on a column-major
+// matrix, Eigen's default layout), one sample at a time reads its row with a large stride.
+// The panel kernel instead walks the classes once per pass and treats panel_width samples
+// at a time, each lane of a packet one sample: every load is contiguous. Each sample's
+// arithmetic is that of ce_sample (the same shifted exponent, so the same exp values);
+// only the order of the sums differs (blocks of panel_block classes summed in T, blocks
+// added in acc_t).
+
+template <typename T>
+inline constexpr Index panel_packets = 4;
+
+template <typename T>
+constexpr Index panel_width() {
+  if constexpr (has_packet_exp<T>) {
+    return panel_packets<T> *
+           Eigen::internal::unpacket_traits<typename Eigen::internal::packet_traits<T>::type>::size;
+  } else {
+    return 1;
+  }
+}
+
+inline constexpr Index panel_block = 16;
+
+/// What the panel shares: the smoothing, the weights and the temperature.
+template <typename T>
+struct index_panel_params {
+  T smooth;  // eps / C
+  strided_view<T> w;
+  acc_t<T> w_sum;
+  T temperature;
+};
+
+/// Losses (into loss[0..W)) and, when g is not null, gradients of the W = panel_width<T>()
+/// samples x[i + c ld] (i < W, c < n): sample i has coefficient hot[i] on class y[i] (an
+/// ignored sample: ignored[i], loss 0, gradient row 0) and gradient scale gscale[i]. g may
+/// be x itself (gld == ld). Returns false, having written nothing, when a sample's maximum
+/// is not finite (NaN, +-inf): the caller then uses ce_sample, which owns those cases.
+template <typename T>
+bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index* y,
+                    const bool* ignored, const T* hot, const T* gscale,
+                    const index_panel_params<T>& pp, acc_t<T>* loss) {
+  if constexpr (!has_packet_exp<T>) {
+    return false;
+  } else {
+    namespace ei = Eigen::internal;
+    using A = acc_t<T>;
+    using Packet = typename ei::packet_traits<T>::type;
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    constexpr Index K = panel_packets<T>;
+    constexpr Index W = K * ps;
+    if (n == 0) return false;
+
+    // Pass 1: the maxima.
+    Packet mx[K];
+    for (Index k = 0; k < K; ++k) mx[k] = ei::ploadu<Packet>(x + k * ps);
+    for (Index c = 1; c < n; ++c) {
+      for (Index k = 0; k < K; ++k)
+        mx[k] = ei::pmax(mx[k], ei::ploadu<Packet>(x + c * ld + k * ps));
+    }
+    alignas(64) T m[W];
+    for (Index k = 0; k < K; ++k) ei::pstoreu(m + k * ps, mx[k]);
+    for (Index i = 0; i < W; ++i) {
+      if (!is_finite(m[i])) return false;
+    }
+
+    // The shift of ce_sample: s = (half x - half max) / (half T), or x - max when T == 1.
+    const shift<T> sh0(T(0), pp.temperature);
+    const bool divide = sh0.divide;
+    const Packet half = ei::pset1<Packet>(sh0.half);
+    const Packet hT = ei::pset1<Packet>(sh0.hT);
+    Packet hmax[K];
+    alignas(64) T hm[W];
+    for (Index i = 0; i < W; ++i) hm[i] = sh0.half * m[i];
+    for (Index k = 0; k < K; ++k) hmax[k] = ei::ploadu<Packet>(hm + k * ps);
+    const auto neg_s = [&](const Packet& v, Index k) {  // -s >= 0
+      return divide ? ei::pdiv(ei::psub(hmax[k], ei::pmul(half, v)), hT) : ei::psub(hmax[k], v);
+    };
+    const auto scalar_neg_s = [&](T v, Index i) {
+      return divide ? (hm[i] - sh0.half * v) / sh0.hT : hm[i] - v;
+    };
+
+    // The linear term sum_c a_c (-s_c), read before any gradient is written (g may be x).
+    A linear[W];
+    for (Index i = 0; i < W; ++i) {
+      linear[i] = (ignored[i] || hot[i] == T(0))
+                      ? A(0)
+                      : static_cast<A>(hot[i]) * static_cast<A>(scalar_neg_s(x[i + y[i] * ld], i));
+    }
+    // Adds the block sums bs into the per-sample totals in A.
+    const auto flush = [&](Packet* bs, A* total) {
+      alignas(64) T t[W];
+      for (Index k = 0; k < K; ++k) {
+        ei::pstoreu(t + k * ps, bs[k]);
+        bs[k] = ei::pset1<Packet>(T(0));
+      }
+      for (Index i = 0; i < W; ++i) total[i] += static_cast<A>(t[i]);
+    };
+    if (pp.smooth != T(0)) {
+      A smooth_sum[W] = {};
+      Packet bs[K];
+      for (Index k = 0; k < K; ++k) bs[k] = ei::pset1<Packet>(T(0));
+      for (Index c = 0; c < n; ++c) {
+        const T wc = pp.w.or_one(c);
+        if (wc != T(0)) {  // a zero weight contributes 0, even against -s = +inf
+          const Packet wp = ei::pset1<Packet>(wc);
+          for (Index k = 0; k < K; ++k) {
+            bs[k] =
+                ei::padd(bs[k], ei::pmul(wp, neg_s(ei::ploadu<Packet>(x + c * ld + k * ps), k)));
+          }
+        }
+        if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, smooth_sum);
+      }
+      for (Index i = 0; i < W; ++i) linear[i] += static_cast<A>(pp.smooth) * smooth_sum[i];
+    }
+
+    // Pass 2: exp(s) into g, and its sums.
+    A sum[W] = {};
+    {
+      Packet bs[K];
+      for (Index k = 0; k < K; ++k) bs[k] = ei::pset1<Packet>(T(0));
+      for (Index c = 0; c < n; ++c) {
+        for (Index k = 0; k < K; ++k) {
+          const Packet v = ei::ploadu<Packet>(x + c * ld + k * ps);
+          const Packet e = pexp_accurate(ei::pnegate(neg_s(v, k)));
+          if (g != nullptr) ei::pstoreu(g + c * gld + k * ps, e);
+          bs[k] = ei::padd(bs[k], e);
+        }
+        if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, sum);
+      }
+    }
+
+    // Losses; pass 3: g = k1 exp(s) - k2 a.
+    alignas(64) T k1[W];
+    alignas(64) T k2[W];
+    const A a_smooth = static_cast<A>(pp.smooth) * pp.w_sum;
+    A log_sum[W];  // one log per sample: vectorised, it matters for short rows
+    {
+      Eigen::Map<Eigen::Array<A, W, 1>> out(log_sum);
+      out = Eigen::Map<const Eigen::Array<A, W, 1>>(sum).log();
+    }
+    for (Index i = 0; i < W; ++i) {
+      const A a_sum = static_cast<A>(hot[i]) + a_smooth;
+      loss[i] = ignored[i] ? A(0) : a_sum * log_sum[i] + linear[i];
+      const A k = static_cast<A>(gscale[i]) / static_cast<A>(pp.temperature);
+      k1[i] = ignored[i] ? T(0) : static_cast<T>(k * a_sum / sum[i]);
+      k2[i] = ignored[i] ? T(0) : static_cast<T>(k);
+    }
+    if (g == nullptr) return true;
+    Packet k1p[K], k2s[K];
+    for (Index k = 0; k < K; ++k) {
+      k1p[k] = ei::ploadu<Packet>(k1 + k * ps);
+      k2s[k] = ei::pmul(ei::ploadu<Packet>(k2 + k * ps), ei::pset1<Packet>(pp.smooth));
+    }
+    for (Index c = 0; c < n; ++c) {
+      T* gc = g + c * gld;
+      if (pp.smooth == T(0)) {
+        for (Index k = 0; k < K; ++k) {
+          ei::pstoreu(gc + k * ps, ei::pmul(k1p[k], ei::ploadu<Packet>(gc + k * ps)));
+        }
+      } else {
+        const Packet wp = ei::pset1<Packet>(pp.w.or_one(c));
+        for (Index k = 0; k < K; ++k) {
+          const Packet e = ei::ploadu<Packet>(gc + k * ps);
+          ei::pstoreu(gc + k * ps, ei::psub(ei::pmul(k1p[k], e), ei::pmul(k2s[k], wp)));
+        }
+      }
+    }
+    for (Index i = 0; i < W; ++i) {
+      if (ignored[i]) {
+        for (Index c = 0; c < n; ++c) g[i + c * gld] = T(0);  // even where exp(s) was NaN
+      } else {
+        g[i + y[i] * gld] -= k2[i] * hot[i];
+      }
+    }
+    return true;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // Log-softmax evaluated entry by entry (distillation reads two of them side by side)
 
 template <typename T>
