@@ -69,6 +69,7 @@ int main() {
               static_cast<int>(argmax(stable)));
 
   heading("4. Temperature T: softmax(z / T); T < 1 sharpens, T > 1 flattens");
+  print("T = 0 (argmax limit)", smax::softmax(z, 0.0f));
   print("T = 0.5", smax::softmax(z, 0.5f));
   print("T = 1", smax::softmax(z, 1.0f));
   print("T = 2", smax::softmax(z, 2.0f));
@@ -89,5 +90,43 @@ int main() {
   const Eigen::MatrixXf rows = smax::softmax(batch, smax::rowwise);
   print("row 0", rows.row(0).transpose());
   print("row 1", rows.row(1).transpose());
+
+  std::printf("\nMore in examples/: temperature, sampling, attention, classifier, distillation.\n");
   return 0;
 }
+
+// Output:
+// smax 0.1.0 quickstart
+//
+// 1. softmax turns scores (logits) into probabilities that sum to 1
+//   z                      = [    2.000,    1.000,    0.100]
+//   softmax(z)             = [    0.659,    0.242,    0.099]
+//   sum                    = 1.000
+//
+// 2. Large logits: the textbook formula overflows, smax does not
+//   z                      = [ 1000.000, 1001.000, 1002.000]
+//   exp(z) / sum(exp(z))   = [      nan,      nan,      nan]
+//   smax::softmax(z)       = [    0.090,    0.245,    0.665]
+//   smax::logsumexp(z)     = 1002.408  (log(sum(exp(z))) = inf)
+//
+// 3. softmax keeps the order of the scores: the argmax does not change
+//                               logits     probs
+//   argmax of [2, 1, 0.1]  =         0         0
+//   argmax of [1000, ...]  =         2         2
+//
+// 4. Temperature T: softmax(z / T); T < 1 sharpens, T > 1 flattens
+//   T = 0 (argmax limit)   = [    1.000,    0.000,    0.000]
+//   T = 0.5                = [    0.864,    0.117,    0.019]
+//   T = 1                  = [    0.659,    0.242,    0.099]
+//   T = 2                  = [    0.502,    0.304,    0.194]
+//
+// 5. log_softmax: log-probabilities computed directly, not as log(softmax)
+//   z                      = [    0.000, -200.000]
+//   log(softmax(z))        = [    0.000,     -inf]
+//   log_softmax(z)         = [    0.000, -200.000]
+//
+// 6. A batch: with smax::rowwise each row of a matrix is one distribution
+//   row 0                  = [    0.659,    0.242,    0.099]
+//   row 1                  = [    0.333,    0.333,    0.333]
+//
+// More in examples/: temperature, sampling, attention, classifier, distillation.
