@@ -28,7 +28,8 @@
 /// Targets are either
 /// - class indices, one per sample: an integer (one sample), any Eigen integer vector
 ///   (VectorXi, Array<long, ...>, Map, Block), or a contiguous range of integers
-///   (std::vector<int>, std::array<long, N>, a C array): anything std::data/std::size read; or
+///   (std::vector<int>, std::array<long, N>, a C array): anything `std::data` and `std::size`
+///   accept; or
 /// - class probabilities: an Eigen floating-point object of the logits' shape and scalar
 ///   type (soft labels).
 ///
@@ -100,6 +101,7 @@ class class_weights {
       std::is_same_v<typename detail::loss::range_value<std::decay_t<R>>::type, T>>;
 
  public:
+  /// The weights' (and the logits') scalar type.
   using scalar_type = T;
 
   /// No weights: every class weighs 1.
@@ -136,9 +138,13 @@ class class_weights {
             typename = std::enable_if_t<!std::is_lvalue_reference_v<R>>>
   class_weights(R&& r) = delete;
 
+  /// No weights were given (every class weighs 1).
   bool empty() const { return data_ == nullptr; }
+  /// Number of weights (0 when empty).
   Eigen::Index size() const { return size_; }
+  /// Distance between consecutive weights, in elements.
   Eigen::Index stride() const { return stride_; }
+  /// The first weight (nullptr when empty).
   const T* data() const { return data_; }
   /// Weight of class c (1 when empty).
   T operator[](Eigen::Index c) const { return data_ == nullptr ? T(1) : data_[c * stride_]; }
@@ -179,15 +185,20 @@ struct cross_entropy_options {
 /// Options of nll_loss: PyTorch's NLLLoss arguments.
 template <typename T>
 struct nll_loss_options {
+  /// mean (default) or sum for the scalar functions; the per-sample functions ignore it.
   ::smax::reduction reduction = ::smax::reduction::mean;
+  /// Samples whose class index equals it are ignored (no loss, gradient or weight).
   std::int64_t ignore_index = -100;
+  /// Per-class weights (empty: all 1); entries >= 0, not NaN.
   class_weights<T> weight{};
 };
 
 /// A loss and its gradient with respect to the logits, computed together.
 template <typename T, typename Grad>
 struct loss_with_grad {
+  /// The loss (reduced as the options say).
   T loss;
+  /// d loss / d logits, shaped like the logits.
   Grad grad;
 };
 

@@ -16,6 +16,7 @@
 /// enabled it throws smax::error. Built with -fno-exceptions, or with SMAX_NO_EXCEPTIONS
 /// defined, the same message is printed to stderr and the program aborts.
 
+/// 1 when smax reports errors by throwing smax::error, 0 when it prints and aborts.
 #if defined(SMAX_NO_EXCEPTIONS) || \
     !(defined(__cpp_exceptions) || defined(__EXCEPTIONS) || defined(_CPPUNWIND))
 #define SMAX_HAS_EXCEPTIONS 0

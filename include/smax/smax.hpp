@@ -13,3 +13,9 @@
 #include <smax/sigmoid.hpp>
 #include <smax/softmax.hpp>
 #include <smax/version.hpp>
+
+/// \namespace smax
+/// Everything smax offers: softmax, log_softmax, logsumexp and their backward passes
+/// (softmax.hpp), the fused losses (cross_entropy.hpp, distillation.hpp, sigmoid.hpp), the
+/// streaming logsumexp_accumulator, the axis tags smax::rowwise and smax::colwise, and
+/// smax::error. Implementation details live in smax::detail and are not part of the API.
