@@ -25,6 +25,9 @@
 
 #include <benchmark/benchmark.h>
 #include <Eigen/Core>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include <smax/detail/kernels.hpp>  // exp_op only, for the roof/exp_smax diagnostic
 #include <smax/softmax.hpp>
@@ -784,6 +787,27 @@ void add(const std::string& name, void (*fn)(benchmark::State&), const std::vect
   }
 }
 
+#ifdef _OPENMP
+/// Each shape at every thread count t from 1 to omp_get_num_procs(), named <name>_t<t>.
+void add_mt(const std::string& name, void (*fn)(benchmark::State&),
+            const std::vector<Shape>& shapes) {
+  for (const Shape& s : shapes) {
+    for (int t = 1; t <= omp_get_num_procs(); ++t) {
+      benchmark::RegisterBenchmark((name + "_t" + std::to_string(t)).c_str(),
+                                   [fn, t](benchmark::State& st) {
+                                     const int before = Eigen::nbThreads();
+                                     Eigen::setNbThreads(t);
+                                     fn(st);
+                                     Eigen::setNbThreads(before);
+                                   })
+          ->Args({s.rows, s.cols})
+          ->UseRealTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
+  }
+}
+#endif
+
 std::vector<Shape> join(std::vector<Shape> a, const std::vector<Shape>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
@@ -844,11 +868,30 @@ void register_all() {
   add("softmax_f64/eigen_loop", softmax_eigen_loop<double, false>, kShapes);
   add("log_softmax_f64/smax_rowmajor", log_softmax_smax_rowmajor<double>, kShapes);
   add("log_softmax_f64/naive_eigen_safe", log_softmax_naive_safe<double>, kShapes);
+  add("log_softmax_f64/eigen_loop", log_softmax_eigen_loop<double>, kShapes);
+  add("logsumexp_f64/smax_rowmajor", logsumexp_smax_rowmajor<double>, kShapes);
+  add("logsumexp_f64/smax_colmajor_strided", logsumexp_smax_colmajor_strided<double>, kShapes);
+  add("logsumexp_f64/eigen_loop", logsumexp_eigen_loop<double>, kShapes);
+  add("softmax_backward_f64/smax_rowmajor", softmax_backward_smax_rowmajor<double>, kShapes);
+  add("softmax_backward_f64/naive_eigen", softmax_backward_naive<double>, kShapes);
+  add("log_softmax_backward_f64/smax_rowmajor", log_softmax_backward_smax_rowmajor<double>,
+      kShapes);
+  add("log_softmax_backward_f64/naive_eigen", log_softmax_backward_naive<double>, kShapes);
+
+#ifdef _OPENMP
+  // Threads (built with SMAX_BENCH_OPENMP): the same calls with Eigen::setNbThreads(n),
+  // wall-clock time. Only meaningful on otherwise idle cores.
+  const std::vector<Shape> big = {{1024, 1000}, {256, 32000}, {16, 1048576}};
+  add_mt("softmax_mt/smax_rowmajor", softmax_smax_rowmajor<float, false>, big);
+  add_mt("log_softmax_mt/smax_rowmajor", log_softmax_smax_rowmajor<float>, big);
+  add_mt("softmax_backward_mt/smax_rowmajor", softmax_backward_smax_rowmajor<float>, big);
+#endif
 
   // Roofs.
   add("roof/memcpy", roof_memcpy<float>, kShapes);
   add("roof/add3", roof_add3<float>, kShapes);
   add("roof_f64/memcpy", roof_memcpy<double>, kShapes);
+  add("roof_f64/add3", roof_add3<double>, kShapes);
   const std::pair<const char*, void (*)(benchmark::State&)> exps[] = {
       {"roof/exp_eigen", roof_exp<float, false>},
       {"roof/exp_smax", roof_exp<float, true>},

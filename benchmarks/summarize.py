@@ -58,7 +58,8 @@ def main():
         op, who, shape = split(name)
         ops.setdefault(op, OrderedDict()).setdefault(who, {})[shape] = name
     op_order = ["softmax", "softmax_t0.7", "log_softmax", "logsumexp", "softmax_backward",
-                "log_softmax_backward", "softmax_f64", "log_softmax_f64", "roof", "roof_f64"]
+                "log_softmax_backward", "softmax_f64", "log_softmax_f64", "logsumexp_f64",
+                "softmax_backward_f64", "log_softmax_backward_f64", "roof", "roof_f64"]
     who_order = ["smax_rowmajor", "smax_colmajor_strided", "smax_colwise", "smax_fixed3",
                  "onednn", "onednn_colmajor_strided", "xnnpack", "eigen_loop",
                  "naive_eigen", "naive_eigen_safe", "naive_eigen_safe_colmajor",
@@ -95,7 +96,12 @@ def main():
         roof_op = "roof_f64" if op.endswith("_f64") else "roof"
         roof = ops.get(roof_op, {}).get("add3" if backward else "memcpy", {})
         exp_roof = med.get(f"{roof_op}/exp_smax/1024")
-        picks = [("smax_rowmajor / best safe peer", "best"), ("smax_rowmajor / onednn", "onednn"),
+        # The roofline: the lower of the copy roof and Eigen's exp throughput (an op
+        # without an exp, softmax_backward, has only the copy roof).
+        eigen_exp = med.get(f"{roof_op}/exp_eigen/1024")
+        has_exp = not op.startswith("softmax_backward")
+        picks = [("smax_rowmajor / roofline", "roofline"),
+                 ("smax_rowmajor / best safe peer", "best"), ("smax_rowmajor / onednn", "onednn"),
                  ("smax_rowmajor / copy roof", "roof")]
         if not backward:
             picks.append(("smax_rowmajor / smax exp roof", "exp"))
@@ -111,6 +117,11 @@ def main():
                     continue
                 if pick == "roof":
                     ref = med.get(roof.get(s, ""))
+                    who = None
+                elif pick == "roofline":
+                    refs = [med.get(roof.get(s, ""))] + ([eigen_exp] if has_exp else [])
+                    refs = [r for r in refs if r is not None]
+                    ref = min(refs) if refs else None
                     who = None
                 elif pick == "exp":
                     ref = exp_roof

@@ -54,7 +54,7 @@ namespace detail {
 
 template <typename T>
 void check_forward_temperature(const char* function, T temperature) {
-  if (!(temperature >= T(0))) {
+  if (is_nan(temperature) || !(temperature >= T(0))) {
     fail(function, "temperature", to_text(temperature),
          "a number >= 0 (0 is the argmax limit, +inf the uniform limit)");
   }
@@ -62,7 +62,7 @@ void check_forward_temperature(const char* function, T temperature) {
 
 template <typename T>
 void check_backward_temperature(const char* function, T temperature) {
-  if (!(temperature > T(0))) {
+  if (is_nan(temperature) || !(temperature > T(0))) {
     fail(function, "temperature", to_text(temperature),
          "a number > 0 (+inf allowed; the T = 0 limit is piecewise constant and has no "
          "gradient)");
@@ -99,7 +99,7 @@ auto output_batch(const Eigen::DenseBase<Out>& out, Axis axis) {
 }
 
 template <forward_op Op, typename T>
-void run_forward(const batch<const T>& in, const batch<T>& out, T temperature) {
+void run_forward_serial(const batch<const T>& in, const batch<T>& out, T temperature) {
   if (in.kstride != 1 && in.dstride == 1 && out.dstride == 1 && in.count > 1) {
     // Distributions side by side (rows of a column-major matrix): vectorise across them.
     forward_across<Op>(in.data, in.kstride, out.data, out.kstride, in.count, in.length,
@@ -107,14 +107,30 @@ void run_forward(const batch<const T>& in, const batch<T>& out, T temperature) {
     return;
   }
   if (in.length <= short_length<T> && in.count > 1) {
-    forward_short<Op>(in.data, in.dstride, in.kstride, out.data, out.dstride, out.kstride, in.count,
-                      in.length, temperature);
+    Index done = 0;
+    if (in.kstride == 1 && out.kstride == 1 && in.dstride >= in.length &&
+        out.dstride >= in.length) {
+      done = forward_short_rows<Op>(in.data, in.dstride, out.data, out.dstride, in.count, in.length,
+                                    temperature);
+    }
+    if (done < in.count) {
+      forward_short<Op>(in.data + done * in.dstride, in.dstride, in.kstride,
+                        out.data + done * out.dstride, out.dstride, out.kstride, in.count - done,
+                        in.length, temperature);
+    }
     return;
   }
   for (Index d = 0; d < in.count; ++d) {
     forward_one<Op>(in.data + d * in.dstride, in.kstride, out.data + d * out.dstride, out.kstride,
                     in.length, temperature);
   }
+}
+
+template <forward_op Op, typename T>
+void run_forward(const batch<const T>& in, const batch<T>& out, T temperature) {
+  for_each_range(in.count, in.length, lane_block, [&](Index begin, Index end) {
+    run_forward_serial<Op>(sub_batch(in, begin, end), sub_batch(out, begin, end), temperature);
+  });
 }
 
 template <forward_op Op, typename Out, typename D, typename Axis>
@@ -178,18 +194,20 @@ void backward_into(const char* function, const Eigen::DenseBase<Out>& out,
       const batch<const T> yb = make_batch(yy, axis);
       const batch<const T> db = make_batch(dd, axis);
       const batch<T> ob = output_batch(out, axis);
-      for (Index d = 0; d < yb.count; ++d) {
-        const T* yp = yb.data + d * yb.dstride;
-        const T* dp = db.data + d * db.dstride;
-        T* op = ob.data + d * ob.dstride;
-        if constexpr (Op == backward_op::softmax) {
-          softmax_backward_one(yp, yb.kstride, dp, db.kstride, op, ob.kstride, yb.length,
-                               temperature);
-        } else {
-          log_softmax_backward_one(yp, yb.kstride, dp, db.kstride, op, ob.kstride, yb.length,
-                                   temperature);
+      for_each_range(yb.count, yb.length, 1, [&](Index begin, Index end) {
+        for (Index d = begin; d < end; ++d) {
+          const T* yp = yb.data + d * yb.dstride;
+          const T* dp = db.data + d * db.dstride;
+          T* op = ob.data + d * ob.dstride;
+          if constexpr (Op == backward_op::softmax) {
+            softmax_backward_one(yp, yb.kstride, dp, db.kstride, op, ob.kstride, yb.length,
+                                 temperature);
+          } else {
+            log_softmax_backward_one(yp, yb.kstride, dp, db.kstride, op, ob.kstride, yb.length,
+                                     temperature);
+          }
         }
-      }
+      });
     });
   });
 }
@@ -328,9 +346,12 @@ void logsumexp_into(const Eigen::DenseBase<Out>& out, const Eigen::DenseBase<D>&
     detail::resize_to_length(out, count);
     const auto b = detail::make_batch(zz, axis);
     auto& o = detail::writable(out);
-    for (Eigen::Index d = 0; d < b.count; ++d) {
-      o.coeffRef(d) = detail::logsumexp_one(b.data + d * b.dstride, b.kstride, b.length);
-    }
+    const Eigen::Index os = o.innerStride();
+    detail::for_each_range(
+        b.count, b.length, detail::lane_block, [&](Eigen::Index begin, Eigen::Index end) {
+          detail::logsumexp_batch(b.data + begin * b.dstride, b.dstride, b.kstride, end - begin,
+                                  b.length, o.data() + begin * os, os);
+        });
   });
 }
 

@@ -8,6 +8,9 @@
 #include <type_traits>
 
 #include <Eigen/Core>
+#if defined(_OPENMP) && !defined(EIGEN_DONT_PARALLELIZE)
+#include <omp.h>
+#endif
 
 #include <smax/axis.hpp>
 #include <smax/error.hpp>
@@ -63,6 +66,42 @@ auto make_batch(const Eigen::DenseBase<D>& x, colwise_t) {
   const D& d = x.derived();
   return batch<std::remove_pointer_t<decltype(d.data())>>{d.data(), d.cols(), d.rows(),
                                                           d.colStride(), d.rowStride()};
+}
+
+/// The distributions [begin, end) of a batch.
+template <typename P>
+batch<P> sub_batch(const batch<P>& b, Index begin, Index end) {
+  return batch<P>{b.data + begin * b.dstride, end - begin, b.length, b.dstride, b.kstride};
+}
+
+/// Fewest elements a batch must have before it is split across threads: below this the
+/// fork and join (a few microseconds) cost more than they save.
+inline constexpr Index parallel_min_elements = Index(1) << 17;
+
+/// Calls f(begin, end) on ranges covering the count distributions of a batch: one range
+/// per thread when smax is compiled with OpenMP (-fopenmp), Eigen::nbThreads() > 1, the
+/// batch has at least parallel_min_elements elements and we are not already inside a
+/// parallel region; else f(0, count) on the calling thread. Range boundaries are multiples
+/// of `align` (the kernels' lane blocks stay whole). Without OpenMP nothing changes.
+template <typename F>
+void for_each_range(Index count, Index length, Index align, F&& f) {
+#if defined(_OPENMP) && !defined(EIGEN_DONT_PARALLELIZE)
+  const Index threads = std::min<Index>(Eigen::nbThreads(), (count + align - 1) / align);
+  if (threads > 1 && count * length >= parallel_min_elements && omp_in_parallel() == 0) {
+    const auto bound = [&](Index t) {
+      return t == threads ? count : (count * t / threads) / align * align;
+    };
+#pragma omp parallel for num_threads(static_cast <int>(threads)) schedule(static)
+    for (Index t = 0; t < threads; ++t) {
+      if (bound(t) < bound(t + 1)) f(bound(t), bound(t + 1));
+    }
+    return;
+  }
+#else
+  static_cast<void>(length);
+  static_cast<void>(align);
+#endif
+  f(Index(0), count);
 }
 
 /// Lowest and one-past-highest address an Eigen object with direct access touches.

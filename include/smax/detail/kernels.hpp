@@ -11,6 +11,7 @@
 #include <Eigen/Core>
 
 #include <smax/detail/exp.hpp>
+#include <smax/detail/fpclass.hpp>
 
 /// \file
 /// The kernels behind every public function. They see one distribution at a time as a
@@ -52,6 +53,12 @@ class pairwise_sum {
     for (; (c & 1u) != 0 && k < levels - 1; c >>= 1, ++k) value += level_[k];
     level_[k] = value;
   }
+  /// Multiplies everything added so far by f (the online normaliser's rescaling).
+  void scale(const A& f) {
+    for (int k = 0; k < levels && (count_ >> k) != 0; ++k) {
+      if ((count_ >> k) & 1u) level_[k] *= f;
+    }
+  }
   /// The total; `zero` is the empty sum (a scalar 0, or a zero array of the lanes' size).
   A total(A zero = A(0)) const {
     A s = zero;
@@ -87,21 +94,49 @@ struct shift {
 
   template <typename Packet>
   EIGEN_ALWAYS_INLINE Packet operator()(const Packet& x) const {
+    return divide ? apply<true>(x) : apply<false>(x);
+  }
+
+  /// The packet map with `divide` known at compile time (hot loops branch once, outside).
+  template <bool Divide, typename Packet>
+  EIGEN_ALWAYS_INLINE Packet apply(const Packet& x) const {
     namespace ei = Eigen::internal;
-    if (!divide) return ei::psub(x, ei::pset1<Packet>(hmax));
-    const Packet d = ei::psub(ei::pmul(ei::pset1<Packet>(half), x), ei::pset1<Packet>(hmax));
-    return ei::pdiv(d, ei::pset1<Packet>(hT));
+    if constexpr (!Divide) {
+      return ei::psub(x, ei::pset1<Packet>(hmax));
+    } else {
+      const Packet d = ei::psub(ei::pmul(ei::pset1<Packet>(half), x), ei::pset1<Packet>(hmax));
+      return ei::pdiv(d, ei::pset1<Packet>(hT));
+    }
   }
 };
 
 inline constexpr Index block_size = 256;
 inline constexpr Index gather_size = 256;
 
-/// Contiguous exp-sum: e_i = exp(shift(x_i)), stored to out when Store, summed into acc.
-/// out may equal x (in place).
-template <bool Store, typename T>
-void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
-                        pairwise_sum<acc_t<T>>& acc) {
+/// A packet holding from[0..n) (n < packet size) and `pad` in the other lanes. AVX-512
+/// loads with a mask; elsewhere through a buffer (whose scalar stores then stall the vector
+/// load a little: store forwarding cannot merge them).
+template <typename Packet, typename T>
+EIGEN_ALWAYS_INLINE Packet load_first(const T* from, Index n, T pad) {
+  namespace ei = Eigen::internal;
+#if defined(EIGEN_VECTORIZE_AVX512)
+  if constexpr (std::is_same_v<Packet, ei::Packet16f>) {
+    return _mm512_mask_loadu_ps(ei::pset1<Packet>(pad), static_cast<__mmask16>((1u << n) - 1u),
+                                from);
+  } else if constexpr (std::is_same_v<Packet, ei::Packet8d>) {
+    return _mm512_mask_loadu_pd(ei::pset1<Packet>(pad), static_cast<__mmask8>((1u << n) - 1u),
+                                from);
+  }
+#endif
+  constexpr Index ps = ei::unpacket_traits<Packet>::size;
+  alignas(64) T buf[ps];
+  for (Index j = 0; j < ps; ++j) buf[j] = j < n ? from[j] : pad;
+  return ei::pload<Packet>(buf);
+}
+
+template <bool Store, bool Divide, typename T>
+void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
+                             pairwise_sum<acc_t<T>>& acc) {
   Index i = 0;
   if constexpr (has_packet_exp<T>) {
     namespace ei = Eigen::internal;
@@ -114,8 +149,8 @@ void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
       Packet a0 = ei::pset1<Packet>(T(0));
       Packet a1 = ei::pset1<Packet>(T(0));
       for (; i + 2 * ps <= end; i += 2 * ps) {
-        const Packet e0 = pexp_accurate(sh(ei::ploadu<Packet>(x + i)));
-        const Packet e1 = pexp_accurate(sh(ei::ploadu<Packet>(x + i + ps)));
+        const Packet e0 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
+        const Packet e1 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i + ps)));
         if constexpr (Store) {
           ei::pstoreu(out + i, e0);
           ei::pstoreu(out + i + ps, e1);
@@ -124,27 +159,22 @@ void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
         a1 = ei::padd(a1, e1);
       }
       if (i < end) {
-        const Packet e0 = pexp_accurate(sh(ei::ploadu<Packet>(x + i)));
+        const Packet e0 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
         if constexpr (Store) ei::pstoreu(out + i, e0);
         a0 = ei::padd(a0, e0);
         i += ps;
       }
       acc.add(static_cast<acc_t<T>>(ei::predux(ei::padd(a0, a1))));
     }
-  }
-  if constexpr (has_packet_exp<T>) {
     // The last partial packet. Padding lanes hold the maximum (exponent 0): padding with
     // -inf would also give 0 but sends the packet through the slow subnormal scaling and
     // FP assists, which costs more than the rest of a short row.
-    namespace ei = Eigen::internal;
-    using Packet = typename ei::packet_traits<T>::type;
-    constexpr Index ps = ei::unpacket_traits<Packet>::size;
     if (i < n) {
       alignas(64) T buf[ps];
       const Index rest = n - i;
       const T pad = sh.hmax / sh.half;
-      for (Index j = 0; j < ps; ++j) buf[j] = j < rest ? x[i + j] : pad;
-      ei::pstore(buf, pexp_accurate(sh(ei::pload<Packet>(buf))));
+      ei::pstore(buf,
+                 pexp_accurate(sh.template apply<Divide>(load_first<Packet>(x + i, rest, pad))));
       if constexpr (Store) std::copy(buf, buf + rest, out + i);
       acc_t<T> s(0);
       for (Index j = 0; j < rest; ++j) s += buf[j];
@@ -161,6 +191,18 @@ void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
       s += e;
     }
     acc.add(s);
+  }
+}
+
+/// Contiguous exp-sum: e_i = exp(shift(x_i)), stored to out when Store, summed into acc.
+/// out may equal x (in place).
+template <bool Store, typename T>
+void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
+                        pairwise_sum<acc_t<T>>& acc) {
+  if (sh.divide) {
+    exp_sum_contiguous_impl<Store, true>(x, out, n, sh, acc);
+  } else {
+    exp_sum_contiguous_impl<Store, false>(x, out, n, sh, acc);
   }
 }
 
@@ -211,7 +253,7 @@ T max_fast(const T* x, Index n, Index xs) {
 template <typename T>
 bool has_nan(const T* x, Index n, Index xs) {
   for (Index i = 0; i < n; ++i) {
-    if (std::isnan(x[i * xs])) return true;
+    if (is_nan(x[i * xs])) return true;
   }
   return false;
 }
@@ -241,26 +283,59 @@ void write_selected(const T* x, Index xs, T* y, Index ys, Index n, Index hits, P
   for (Index i = 0; i < n; ++i) y[i * ys] = selected(x[i * xs]) ? hit : miss;
 }
 
+/// softmax or log_softmax of a contiguous distribution shorter than a packet, in registers:
+/// one load, one exp, no loop. Returns false (nothing written) for the cases forward_one
+/// handles in general: non-finite maximum, T = 0 or +inf.
+template <forward_op Op, typename T>
+bool forward_tiny(const T* x, T* y, Index n, T temperature) {
+  if constexpr (!has_packet_exp<T>) {
+    return false;
+  } else {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<T>::type;
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    T m = x[0];
+    for (Index i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+    if (!is_finite(m) || temperature == T(0) || is_pos_inf(temperature)) return false;
+    alignas(64) T buf[ps];
+    const shift<T> sh(m, temperature);  // padding with m: exponent 0
+    ei::pstore(buf, pexp_accurate(sh(load_first<Packet>(x, n, m))));
+    acc_t<T> s(0);
+    for (Index i = 0; i < n; ++i) s += buf[i];
+    if constexpr (Op == forward_op::softmax) {
+      const T inv = static_cast<T>(acc_t<T>(1) / s);
+      for (Index i = 0; i < n; ++i) y[i] = buf[i] * inv;
+    } else {
+      const T log_s = static_cast<T>(std::log(s));
+      for (Index i = 0; i < n; ++i) y[i] = sh(x[i]) - log_s;
+    }
+    return true;
+  }
+}
+
 /// softmax or log_softmax of one distribution of length n; y may alias x exactly.
 template <forward_op Op, typename T>
 void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
   if (n == 0) return;
-  const T inf = std::numeric_limits<T>::infinity();
+  if constexpr (has_packet_exp<T>) {
+    constexpr Index ps = Eigen::internal::packet_traits<T>::size;
+    if (xs == 1 && ys == 1 && n < ps && forward_tiny<Op>(x, y, n, temperature)) return;
+  }
   const T nan = std::numeric_limits<T>::quiet_NaN();
   const T m = max_fast(x, n, xs);
-  const bool limit_case = !std::isfinite(m) || temperature == T(0) || temperature == inf;
-  if (std::isnan(m) || m == -inf || (limit_case && has_nan(x, n, xs))) {
+  const bool limit_case = !is_finite(m) || temperature == T(0) || is_pos_inf(temperature);
+  if (is_nan(m) || is_neg_inf(m) || (limit_case && has_nan(x, n, xs))) {
     // NaN anywhere, or nothing but -inf (0/0): no limit exists. (A NaN on the regular path
     // below turns the sum, and with it every output, into NaN.)
     fill(y, n, ys, nan);
     return;
   }
-  if (m == inf) {
-    const auto is_inf = [inf](T v) { return v == inf; };
-    if (count_if(x, n, xs, is_inf) > 1) {
+  if (is_pos_inf(m)) {
+    const auto plus_inf = [](T v) { return is_pos_inf(v); };
+    if (count_if(x, n, xs, plus_inf) > 1) {
       fill(y, n, ys, nan);  // inf - inf
     } else {
-      write_selected<Op>(x, xs, y, ys, n, 1, is_inf);
+      write_selected<Op>(x, xs, y, ys, n, 1, plus_inf);
     }
     return;
   }
@@ -269,20 +344,22 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
     write_selected<Op>(x, xs, y, ys, n, count_if(x, n, xs, is_max), is_max);
     return;
   }
-  if (temperature == inf) {
-    const auto is_finite = [inf](T v) { return v != -inf; };
-    write_selected<Op>(x, xs, y, ys, n, count_if(x, n, xs, is_finite), is_finite);
+  if (is_pos_inf(temperature)) {
+    const auto not_minus_inf = [](T v) { return !is_neg_inf(v); };
+    write_selected<Op>(x, xs, y, ys, n, count_if(x, n, xs, not_minus_inf), not_minus_inf);
     return;
   }
   const shift<T> sh(m, temperature);
   pairwise_sum<acc_t<T>> acc;
   if constexpr (Op == forward_op::softmax) {
     exp_sum<true>(x, xs, y, ys, n, sh, acc);
-    const T s = static_cast<T>(acc.total());
+    // One reciprocal, rounded once from the wide sum, then multiplies: at most half an ULP
+    // more than dividing, and several times faster.
+    const T inv = static_cast<T>(acc_t<T>(1) / acc.total());
     if (ys == 1) {
-      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(y, n) /= s;
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(y, n) *= inv;
     } else {
-      for (Index i = 0; i < n; ++i) y[i * ys] /= s;
+      for (Index i = 0; i < n; ++i) y[i * ys] *= inv;
     }
   } else {
     exp_sum<false>(x, xs, y, ys, n, sh, acc);
@@ -304,13 +381,9 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
 inline constexpr Index lane_block = 32;  // distributions handled side by side
 inline constexpr Index lane_chunk = 16;  // columns summed before entering the pairwise sum
 
-/// softmax or log_softmax of nb <= lane_block distributions that lie side by side in memory:
-/// element k of distribution j is x[j + k * xk] (and y[j + k * yk]). This is the layout of
-/// rows of a column-major matrix; each step reads one contiguous column slice, so the
-/// distributions are vectorised across instead of gathered with a large stride.
-/// N is lane_block for full blocks, Eigen::Dynamic (capacity lane_block) for the rest.
+/// forward_lanes for short distributions: max, exp-sum and scaling passes over the columns.
 template <forward_op Op, int N, typename T>
-void forward_lanes(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature) {
+void forward_lanes_3pass(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature) {
   using Lanes = Eigen::Array<T, N, 1, Eigen::ColMajor, lane_block, 1>;
   using Sums = Eigen::Array<acc_t<T>, N, 1, Eigen::ColMajor, lane_block, 1>;
   const auto in = [&](Index k) { return Eigen::Map<const Lanes>(x + k * xk, nb); };
@@ -321,8 +394,7 @@ void forward_lanes(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
   // sums make the whole distribution NaN.
   Lanes m = in(0);
   for (Index k = 1; k < len; ++k) m = m.max(in(k));
-  const T inf = std::numeric_limits<T>::infinity();
-  if (!m.isFinite().all() || temperature == T(0) || temperature == inf) {
+  if (!all_finite(m) || temperature == T(0) || is_pos_inf(temperature)) {
     // Limits and non-finite maxima: rare, handled one distribution at a time.
     for (Index j = 0; j < nb; ++j) forward_one<Op>(x + j, xk, y + j, yk, len, temperature);
     return;
@@ -346,11 +418,92 @@ void forward_lanes(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
   }
   const Sums s = acc.total(Sums::Zero(nb));
   if constexpr (Op == forward_op::softmax) {
-    const Lanes st = s.template cast<T>();
-    for (Index k = 0; k < len; ++k) out(k) /= st;
+    const Lanes inv = s.inverse().template cast<T>();
+    for (Index k = 0; k < len; ++k) out(k) *= inv;
   } else {
     const Lanes log_s = s.log().template cast<T>();
     for (Index k = 0; k < len; ++k) out(k) = exponent(k) - log_s;
+  }
+}
+
+/// forward_lanes for long distributions, in two passes (an online normaliser): the first reads
+/// chunks of lane_chunk columns, takes their maximum, rescales the lanes' running sums when it
+/// grows (by exp(old - new), in acc_t) and adds the chunk's exponentials; the second writes the
+/// outputs. Each chunk is read twice while it is in L1, the whole range only twice: with a
+/// power-of-two column stride the slices of all columns share a few cache sets, so a three-pass
+/// scheme would fetch every column from L3 three times.
+template <forward_op Op, int N, typename T>
+void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index len,
+                          T temperature) {
+  using Lanes = Eigen::Array<T, N, 1, Eigen::ColMajor, lane_block, 1>;
+  using Sums = Eigen::Array<acc_t<T>, N, 1, Eigen::ColMajor, lane_block, 1>;
+  const auto in = [&](Index k) { return Eigen::Map<const Lanes>(x + k * xk, nb); };
+  const auto out = [&](Index k) { return Eigen::Map<Lanes>(y + k * yk, nb); };
+  if (len == 0) return;
+  if (temperature == T(0) || is_pos_inf(temperature)) {
+    for (Index j = 0; j < nb; ++j) forward_one<Op>(x + j, xk, y + j, yk, len, temperature);
+    return;
+  }
+  const shift<T> sh(T(0), temperature);  // half, hT and divide; the max differs per lane
+  const auto exponent = [&](Index k, const Lanes& hm) -> Lanes {
+    if (sh.divide) return (sh.half * in(k)-hm) / sh.hT;
+    return in(k)-hm;
+  };
+
+  // Pass 1. A NaN may or may not survive the max; either way it reaches the lane's sum.
+  Lanes m(nb);
+  pairwise_sum<Sums> acc;
+  for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
+    const Index k1 = std::min(len, k0 + lane_chunk);
+    Lanes cm = in(k0);
+    for (Index k = k0 + 1; k < k1; ++k) cm = cm.max(in(k));
+    if (!all_finite(cm)) {
+      // Limits and non-finite entries: rare, handled one distribution at a time.
+      for (Index j = 0; j < nb; ++j) forward_one<Op>(x + j, xk, y + j, yk, len, temperature);
+      return;
+    }
+    if (k0 == 0) {
+      m = cm;
+    } else if ((cm > m).any()) {
+      const Lanes mn = m.max(cm);
+      const Sums d = (m.template cast<acc_t<T>>() - mn.template cast<acc_t<T>>()) /
+                     static_cast<acc_t<T>>(temperature);
+      acc.scale(d.unaryExpr(exp_op<acc_t<T>>()));
+      m = mn;
+    }
+    const Lanes hm = sh.half * m;
+    Lanes part = Lanes::Zero(nb);
+    for (Index k = k0; k < k1; ++k) part += exponent(k, hm).unaryExpr(exp_op<T>());
+    acc.add(part.template cast<acc_t<T>>());
+  }
+
+  // Pass 2.
+  const Sums s = acc.total(Sums::Zero(nb));
+  const Lanes hm = sh.half * m;
+  if constexpr (Op == forward_op::softmax) {
+    const Lanes inv = s.inverse().template cast<T>();
+    for (Index k = 0; k < len; ++k) out(k) = exponent(k, hm).unaryExpr(exp_op<T>()) * inv;
+  } else {
+    const Lanes log_s = s.log().template cast<T>();
+    for (Index k = 0; k < len; ++k) out(k) = exponent(k, hm) - log_s;
+  }
+}
+
+/// Longest distribution forward_lanes handles in three passes; longer ones take two passes
+/// and one more exp per entry, which pays once the columns no longer stay in L1.
+inline constexpr Index lanes_three_pass_max = 128;
+
+/// softmax or log_softmax of nb <= lane_block distributions that lie side by side in memory:
+/// element k of distribution j is x[j + k * xk] (and y[j + k * yk]). This is the layout of
+/// rows of a column-major matrix; each step reads one contiguous column slice, so the
+/// distributions are vectorised across instead of gathered with a large stride.
+/// N is lane_block for full blocks, Eigen::Dynamic (capacity lane_block) for the rest.
+template <forward_op Op, int N, typename T>
+void forward_lanes(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature) {
+  if (len <= lanes_three_pass_max) {
+    forward_lanes_3pass<Op, N>(x, xk, y, yk, nb, len, temperature);
+  } else {
+    forward_lanes_online<Op, N>(x, xk, y, yk, nb, len, temperature);
   }
 }
 
@@ -393,17 +546,241 @@ void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Ind
   }
 }
 
+/// Stores the first n (< packet size) lanes of p to `to`.
+template <typename Packet, typename T>
+EIGEN_ALWAYS_INLINE void store_first(T* to, const Packet& p, Index n) {
+  namespace ei = Eigen::internal;
+#if defined(EIGEN_VECTORIZE_AVX512)
+  if constexpr (std::is_same_v<Packet, ei::Packet16f>) {
+    _mm512_mask_storeu_ps(to, static_cast<__mmask16>((1u << n) - 1u), p);
+    return;
+  } else if constexpr (std::is_same_v<Packet, ei::Packet8d>) {
+    _mm512_mask_storeu_pd(to, static_cast<__mmask8>((1u << n) - 1u), p);
+    return;
+  }
+#endif
+  alignas(64) T buf[ei::unpacket_traits<Packet>::size];
+  ei::pstore(buf, p);
+  std::copy(buf, buf + n, to);
+}
+
+/// The lane kernel on registers: c[k] holds entry k of ps distributions (one per lane), m
+/// their lane-wise maxima, all finite; replaces c[k] by the outputs.
+template <forward_op Op, bool Divide, typename T, typename Packet>
+EIGEN_ALWAYS_INLINE void lanes_in_registers(Packet* c, Index len, const Packet& m,
+                                            const shift<T>& sh) {
+  namespace ei = Eigen::internal;
+  constexpr int ps = ei::unpacket_traits<Packet>::size;
+  using Wide = Eigen::Array<acc_t<T>, ps, 1>;
+  const Packet hm = Divide ? ei::pmul(ei::pset1<Packet>(sh.half), m) : m;
+  const auto exponent = [&](const Packet& v) {
+    if constexpr (Divide) {
+      return ei::pdiv(ei::psub(ei::pmul(ei::pset1<Packet>(sh.half), v), hm),
+                      ei::pset1<Packet>(sh.hT));
+    } else {
+      return ei::psub(v, hm);
+    }
+  };
+  Wide s = Wide::Zero();
+  alignas(64) T part_buf[ps];
+  for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
+    Packet part = ei::pset1<Packet>(T(0));
+    for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
+      const Packet e = pexp_accurate(exponent(c[k]));
+      if constexpr (Op == forward_op::softmax) c[k] = e;
+      part = ei::padd(part, e);
+    }
+    ei::pstore(part_buf, part);
+    s += Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>(part_buf)
+             .template cast<acc_t<T>>();
+  }
+  Eigen::Map<Eigen::Array<T, ps, 1>, Eigen::Aligned> lane_values(part_buf);
+  if constexpr (Op == forward_op::softmax) {
+    lane_values = s.inverse().template cast<T>();
+    const Packet inv = ei::pload<Packet>(part_buf);
+    for (Index k = 0; k < len; ++k) c[k] = ei::pmul(c[k], inv);
+  } else {
+    lane_values = s.log().template cast<T>();
+    const Packet log_s = ei::pload<Packet>(part_buf);
+    for (Index k = 0; k < len; ++k) c[k] = ei::psub(exponent(c[k]), log_s);
+  }
+}
+
+/// Loads ps rows of len entries (row j at x + j * xd) as len column packets c[k] (lane j =
+/// x[j * xd + k]) with in-register transposes; returns the lane-wise maxima. Reads up to a
+/// packet past the end of each row (callers make sure that memory is part of the input).
+template <typename T, typename Packet>
+EIGEN_ALWAYS_INLINE Packet load_transposed(const T* x, Index xd, Index len, Packet* c) {
+  namespace ei = Eigen::internal;
+  constexpr int ps = ei::unpacket_traits<Packet>::size;
+  for (Index ch = 0; ch * ps < len; ++ch) {
+    ei::PacketBlock<Packet, ps> b;
+    for (int j = 0; j < ps; ++j) b.packet[j] = ei::ploadu<Packet>(x + j * xd + ch * ps);
+    ei::ptranspose(b);
+    for (int k = 0; k < ps; ++k) c[ch * ps + k] = b.packet[k];
+  }
+  Packet m = c[0];
+  for (Index k = 1; k < len; ++k) m = ei::pmax(m, c[k]);
+  return m;
+}
+
+/// Short contiguous rows (element k of row j at x[j * xd + k], xd >= len, and the same for
+/// y): blocks of ps rows are loaded a packet per row, transposed in registers (Eigen's
+/// ptranspose) so each packet holds one column, run through lanes_in_registers and
+/// transposed back. Loads of a row's last partial packet run into the following rows, so
+/// the last rows (whose loads would leave the matrix) are left to the caller: returns the
+/// number of rows done.
+template <forward_op Op, typename T>
+Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Index len,
+                         T temperature) {
+  if constexpr (!has_packet_exp<T>) {
+    return 0;
+  } else {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<T>::type;
+    constexpr int ps = ei::unpacket_traits<Packet>::size;
+    const T inf = std::numeric_limits<T>::infinity();
+    if (len == 0 || len > short_length<T> || temperature == T(0) || is_pos_inf(temperature)) {
+      return 0;
+    }
+    const Index chunks = (len + ps - 1) / ps;
+    // Last element read for block j0: row j0 + ps - 1, up to chunk end chunks * ps.
+    const Index last = (count - 1) * xd + len;  // one past the last element of x
+    const shift<T> sh(T(0), temperature);
+    Packet c[short_length<T> + ps];
+    Index j0 = 0;
+    for (; j0 + ps <= count && (j0 + ps - 1) * xd + chunks * ps <= last; j0 += ps) {
+      const Packet m = load_transposed(x + j0 * xd, xd, len, c);
+      // Infinite maxima take the scalar kernel, one row at a time. (A NaN may or may not
+      // survive pmax; either way it reaches its row's sum, which turns the row into NaN.)
+      if (ei::predux_any(ei::pcmp_le(ei::pset1<Packet>(inf), ei::pabs(m)))) {
+        for (Index j = 0; j < ps; ++j) {
+          forward_one<Op>(x + (j0 + j) * xd, 1, y + (j0 + j) * yd, 1, len, temperature);
+        }
+        continue;
+      }
+      if (sh.divide) {
+        lanes_in_registers<Op, true>(c, len, m, sh);
+      } else {
+        lanes_in_registers<Op, false>(c, len, m, sh);
+      }
+      for (Index ch = 0; ch < chunks; ++ch) {
+        ei::PacketBlock<Packet, ps> b;
+        for (int k = 0; k < ps; ++k) b.packet[k] = c[ch * ps + k];
+        ei::ptranspose(b);
+        const Index width = std::min<Index>(ps, len - ch * ps);
+        if (width == ps) {
+          for (int j = 0; j < ps; ++j) ei::pstoreu(y + (j0 + j) * yd + ch * ps, b.packet[j]);
+        } else {
+          for (int j = 0; j < ps; ++j) store_first(y + (j0 + j) * yd + ch * ps, b.packet[j], width);
+        }
+      }
+    }
+    return j0;
+  }
+}
+
 /// log(sum(exp(x))) of one distribution.
 template <typename T>
 T logsumexp_one(const T* x, Index xs, Index n) {
   const T m = max_fast(x, n, xs);
-  if (!std::isfinite(m)) {
+  if (!is_finite(m)) {
     // -inf: empty or all -inf; +inf: the limit, unless a NaN hides behind it.
     return has_nan(x, n, xs) ? std::numeric_limits<T>::quiet_NaN() : m;
   }
   pairwise_sum<acc_t<T>> acc;
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, shift<T>(m, T(1)), acc);
   return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
+}
+
+/// logsumexp of short contiguous rows (as forward_short_rows): out[j * os] for the rows
+/// done, which are returned (a multiple of the packet size).
+template <typename T>
+Index logsumexp_short_rows(const T* x, Index xd, Index count, Index len, T* out, Index os) {
+  if constexpr (!has_packet_exp<T>) {
+    return 0;
+  } else {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<T>::type;
+    constexpr int ps = ei::unpacket_traits<Packet>::size;
+    using Wide = Eigen::Array<acc_t<T>, ps, 1>;
+    const T inf = std::numeric_limits<T>::infinity();
+    if (len == 0 || len > short_length<T>) return 0;
+    const Index chunks = (len + ps - 1) / ps;
+    const Index last = (count - 1) * xd + len;
+    Packet c[short_length<T> + ps];
+    alignas(64) T buf[ps];
+    Index j0 = 0;
+    for (; j0 + ps <= count && (j0 + ps - 1) * xd + chunks * ps <= last; j0 += ps) {
+      const Packet m = load_transposed(x + j0 * xd, xd, len, c);
+      if (ei::predux_any(ei::pcmp_le(ei::pset1<Packet>(inf), ei::pabs(m)))) {
+        for (Index j = 0; j < ps; ++j)
+          out[(j0 + j) * os] = logsumexp_one(x + (j0 + j) * xd, 1, len);
+        continue;
+      }
+      Wide s = Wide::Zero();
+      for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
+        Packet part = ei::pset1<Packet>(T(0));
+        for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
+          part = ei::padd(part, pexp_accurate(ei::psub(c[k], m)));
+        }
+        ei::pstore(buf, part);
+        s +=
+            Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>(buf).template cast<acc_t<T>>();
+      }
+      ei::pstore(buf, m);
+      const Wide r =
+          Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>(buf).template cast<acc_t<T>>() +
+          s.log();
+      for (Index j = 0; j < ps; ++j) out[(j0 + j) * os] = static_cast<T>(r(j));
+    }
+    return j0;
+  }
+}
+
+/// logsumexp of nb <= lane_block distributions side by side (element k of distribution j
+/// at x[j + k * xk], the rows of a column-major matrix) into out[j * os].
+template <int N, typename T>
+void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os) {
+  using Lanes = Eigen::Array<T, N, 1, Eigen::ColMajor, lane_block, 1>;
+  using Sums = Eigen::Array<acc_t<T>, N, 1, Eigen::ColMajor, lane_block, 1>;
+  const auto in = [&](Index k) { return Eigen::Map<const Lanes>(x + k * xk, nb); };
+  if (len == 0) {
+    for (Index j = 0; j < nb; ++j) out[j * os] = -std::numeric_limits<T>::infinity();
+    return;
+  }
+  Lanes m = in(0);
+  for (Index k = 1; k < len; ++k) m = m.max(in(k));
+  if (!all_finite(m)) {
+    for (Index j = 0; j < nb; ++j) out[j * os] = logsumexp_one(x + j, xk, len);
+    return;
+  }
+  pairwise_sum<Sums> acc;
+  for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
+    Lanes part = Lanes::Zero(nb);
+    for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
+      part += (in(k)-m).unaryExpr(exp_op<T>());
+    }
+    acc.add(part.template cast<acc_t<T>>());
+  }
+  const Sums r = m.template cast<acc_t<T>>() + acc.total(Sums::Zero(nb)).log();
+  for (Index j = 0; j < nb; ++j) out[j * os] = static_cast<T>(r(j));
+}
+
+/// logsumexp of count distributions (element k of distribution d at x[d * xd + k * xk])
+/// into out[d * os], choosing the layout's fastest path.
+template <typename T>
+void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* out, Index os) {
+  Index d = 0;
+  if (xk != 1 && xd == 1 && count > 1) {
+    for (; d + lane_block <= count; d += lane_block) {
+      logsumexp_lanes<int(lane_block)>(x + d, xk, lane_block, len, out + d * os, os);
+    }
+    if (d < count) logsumexp_lanes<Eigen::Dynamic>(x + d, xk, count - d, len, out + d * os, os);
+    return;
+  }
+  if (xk == 1 && xd >= len && count > 1) d = logsumexp_short_rows(x, xd, count, len, out, os);
+  for (; d < count; ++d) out[d * os] = logsumexp_one(x + d * xd, xk, len);
 }
 
 /// Sum of block_sum(i, len) over blocks of block_size entries, the block sums added
@@ -415,6 +792,94 @@ acc_t<T> sum_blocks(Index n, F&& block_sum) {
     acc.add(static_cast<acc_t<T>>(block_sum(i, std::min(block_size, n - i))));
   }
   return acc.total();
+}
+
+/// sum_i a[i] * b[i] (sum_i a[i] when b is null) over n contiguous floats, each widened to
+/// double first, so every product is exact and the sum carries double rounding only.
+/// Eigen 3.4 does not vectorise float-to-double casts; this does, where the target has them.
+inline double wide_dot(const float* a, const float* b, Index n) {
+  Index i = 0;
+  double s = 0;
+#if defined(EIGEN_VECTORIZE_AVX512)
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  const auto lo = [](__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); };
+  const auto hi = [](__m512 v) {
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  };
+  for (; i + 16 <= n; i += 16) {
+    const __m512 va = _mm512_loadu_ps(a + i);
+    if (b != nullptr) {
+      const __m512 vb = _mm512_loadu_ps(b + i);
+      s0 = _mm512_fmadd_pd(lo(va), lo(vb), s0);
+      s1 = _mm512_fmadd_pd(hi(va), hi(vb), s1);
+    } else {
+      s0 = _mm512_add_pd(s0, lo(va));
+      s1 = _mm512_add_pd(s1, hi(va));
+    }
+  }
+  s = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+#elif defined(EIGEN_VECTORIZE_AVX)
+  __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+  for (; i + 8 <= n; i += 8) {
+    const __m256d a0 = _mm256_cvtps_pd(_mm_loadu_ps(a + i));
+    const __m256d a1 = _mm256_cvtps_pd(_mm_loadu_ps(a + i + 4));
+    if (b != nullptr) {
+      s0 = _mm256_add_pd(s0, _mm256_mul_pd(a0, _mm256_cvtps_pd(_mm_loadu_ps(b + i))));
+      s1 = _mm256_add_pd(s1, _mm256_mul_pd(a1, _mm256_cvtps_pd(_mm_loadu_ps(b + i + 4))));
+    } else {
+      s0 = _mm256_add_pd(s0, a0);
+      s1 = _mm256_add_pd(s1, a1);
+    }
+  }
+  alignas(32) double t[4];
+  _mm256_store_pd(t, _mm256_add_pd(s0, s1));
+  s = (t[0] + t[1]) + (t[2] + t[3]);
+#elif defined(EIGEN_VECTORIZE_SSE2)
+  __m128d s0 = _mm_setzero_pd(), s1 = _mm_setzero_pd();
+  for (; i + 4 <= n; i += 4) {
+    const __m128 va = _mm_loadu_ps(a + i);
+    const __m128d a0 = _mm_cvtps_pd(va), a1 = _mm_cvtps_pd(_mm_movehl_ps(va, va));
+    if (b != nullptr) {
+      const __m128 vb = _mm_loadu_ps(b + i);
+      s0 = _mm_add_pd(s0, _mm_mul_pd(a0, _mm_cvtps_pd(vb)));
+      s1 = _mm_add_pd(s1, _mm_mul_pd(a1, _mm_cvtps_pd(_mm_movehl_ps(vb, vb))));
+    } else {
+      s0 = _mm_add_pd(s0, a0);
+      s1 = _mm_add_pd(s1, a1);
+    }
+  }
+  alignas(16) double t[2];
+  _mm_store_pd(t, _mm_add_pd(s0, s1));
+  s = t[0] + t[1];
+#endif
+  for (; i < n; ++i)
+    s += static_cast<double>(a[i]) * (b != nullptr ? static_cast<double>(b[i]) : 1.0);
+  return s;
+}
+
+/// sum_i a[i * as] * b[i * bs] (or of a alone when b is null) in acc_t<T>, blocks of
+/// block_size added pairwise.
+template <typename T>
+acc_t<T> dot_blocks(const T* a, Index as, const T* b, Index bs, Index n) {
+  return sum_blocks<T>(n, [&](Index i, Index len) -> acc_t<T> {
+    if constexpr (std::is_same_v<T, float>) {
+      if (as == 1 && (b == nullptr || bs == 1)) {
+        return wide_dot(a + i, b == nullptr ? nullptr : b + i, len);
+      }
+    } else {
+      if (as == 1 && (b == nullptr || bs == 1)) {
+        const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> am(a + i, len);
+        if (b == nullptr) return am.sum();
+        return (am * Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(b + i, len)).sum();
+      }
+    }
+    acc_t<T> s(0);
+    for (Index k = i; k < i + len; ++k) {
+      s += static_cast<acc_t<T>>(a[k * as]) *
+           (b == nullptr ? acc_t<T>(1) : static_cast<acc_t<T>>(b[k * bs]));
+    }
+    return s;
+  });
 }
 
 /// Calls f with Eigen maps of the three strided ranges: unit-stride maps (vectorised) when
@@ -431,17 +896,28 @@ void with_maps(const T* a, Index as, const T* b, Index bs, T* out, Index os, Ind
   }
 }
 
+/// Longest distribution the backward passes handle with plain loops.
+inline constexpr Index backward_short_max = 32;
+
 /// dz = y * (dy - <dy, y>) / T for one distribution; out may alias y or dy exactly.
 template <typename T>
 void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, Index os, Index n,
                           T temperature) {
+  if (n <= backward_short_max && ys == 1 && dys == 1 && os == 1) {
+    // Short rows: plain loops, no per-row map and block machinery.
+    acc_t<T> gs(0);
+    for (Index i = 0; i < n; ++i) gs += static_cast<acc_t<T>>(y[i]) * static_cast<acc_t<T>>(dy[i]);
+    const T g = static_cast<T>(gs);
+    if (temperature == T(1)) {
+      for (Index i = 0; i < n; ++i) out[i] = y[i] * (dy[i] - g);
+    } else {
+      for (Index i = 0; i < n; ++i) out[i] = y[i] * (dy[i] - g) / temperature;
+    }
+    return;
+  }
   with_maps(y, ys, dy, dys, out, os, n, [&](const auto& ym, const auto& dym, auto&& om) {
-    const T g = static_cast<T>(sum_blocks<T>(n, [&](Index i, Index len) {
-      // Products and sums in acc_t: dy - <dy, y> cancels, so <dy, y> must be tight.
-      return (ym.segment(i, len).template cast<acc_t<T>>() *
-              dym.segment(i, len).template cast<acc_t<T>>())
-          .sum();
-    }));
+    // Products and sums in acc_t: dy - <dy, y> cancels, so <dy, y> must be tight.
+    const T g = static_cast<T>(dot_blocks(y, ys, dy, dys, n));
     if (temperature == T(1)) {
       om = ym * (dym - g);
     } else {
@@ -454,10 +930,31 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
 template <typename T>
 void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T* out, Index os,
                               Index n, T temperature) {
+  if constexpr (has_packet_exp<T>) {
+    if (n <= backward_short_max && ls == 1 && dys == 1 && os == 1) {
+      // Short rows: the exps a packet at a time through a padded buffer (padding 0), plain
+      // loops for the rest.
+      namespace ei = Eigen::internal;
+      using Packet = typename ei::packet_traits<T>::type;
+      constexpr Index ps = ei::unpacket_traits<Packet>::size;
+      acc_t<T> ss(0);
+      for (Index i = 0; i < n; ++i) ss += static_cast<acc_t<T>>(dy[i]);
+      const T s = static_cast<T>(ss);
+      alignas(64) T buf[ps];
+      for (Index i0 = 0; i0 < n; i0 += ps) {
+        const Index len = std::min(ps, n - i0);
+        ei::pstore(buf, len == ps ? pexp_accurate(ei::ploadu<Packet>(logy + i0))
+                                  : pexp_accurate(load_first<Packet>(logy + i0, len, T(0))));
+        for (Index j = 0; j < len; ++j) {
+          const T v = dy[i0 + j] - buf[j] * s;
+          out[i0 + j] = temperature == T(1) ? v : v / temperature;
+        }
+      }
+      return;
+    }
+  }
   with_maps(logy, ls, dy, dys, out, os, n, [&](const auto& lm, const auto& dym, auto&& om) {
-    const T s = static_cast<T>(sum_blocks<T>(n, [&](Index i, Index len) {
-      return dym.segment(i, len).template cast<acc_t<T>>().sum();
-    }));
+    const T s = static_cast<T>(dot_blocks(dy, dys, static_cast<const T*>(nullptr), 1, n));
     if (temperature == T(1)) {
       om = dym - lm.unaryExpr(exp_op<T>()) * s;
     } else {
