@@ -43,7 +43,9 @@ class logsumexp_accumulator {
                 "smax::logsumexp_accumulator: T must be float, double or long double");
 
  public:
+  /// The type of the values pushed.
   using scalar_type = T;
+  /// The type the scaled sum is kept in (double for float).
   using sum_type = detail::acc_t<T>;
 
   /// The empty state: value() is -inf.
@@ -78,7 +80,7 @@ class logsumexp_accumulator {
 
   /// logsumexp of everything pushed so far.
   T value() const {
-    if (!std::isfinite(max_)) return max_;
+    if (!detail::is_finite(max_)) return max_;
     return static_cast<T>(static_cast<sum_type>(max_) + std::log(scaled_sum()));
   }
 
@@ -88,12 +90,10 @@ class logsumexp_accumulator {
   sum_type scaled_sum() const { return sum_ + compensation_; }
 
  private:
-  static constexpr T inf() { return std::numeric_limits<T>::infinity(); }
-
   void push_contiguous(const T* x, Eigen::Index stride, Eigen::Index n) {
     const T m = detail::max_nan(x, n, stride);
-    if (!std::isfinite(m)) {
-      if (std::isnan(m) || m == inf()) absorb(m, sum_type(1));
+    if (!detail::is_finite(m)) {
+      if (detail::is_nan(m) || detail::is_pos_inf(m)) absorb(m, sum_type(1));
       return;  // empty or all -inf: nothing to add
     }
     detail::pairwise_sum<sum_type> acc;
@@ -104,10 +104,10 @@ class logsumexp_accumulator {
 
   // Folds in a state (m, s) meaning sum exp(x_i) = exp(m) * s.
   void absorb(T m, sum_type s) {
-    if (std::isnan(max_) || m == -inf()) return;
-    if (std::isnan(m) || m == inf() || max_ == inf()) {
-      max_ = (std::isnan(m) || std::isnan(max_)) ? std::numeric_limits<T>::quiet_NaN()
-                                                 : std::max(max_, m);
+    if (detail::is_nan(max_) || detail::is_neg_inf(m)) return;
+    if (detail::is_nan(m) || detail::is_pos_inf(m) || detail::is_pos_inf(max_)) {
+      max_ = (detail::is_nan(m) || detail::is_nan(max_)) ? std::numeric_limits<T>::quiet_NaN()
+                                                         : std::max(max_, m);
       return;
     }
     if (m > max_) {

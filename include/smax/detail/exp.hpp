@@ -2,9 +2,9 @@
 // Copyright (c) 2026 The smax authors
 #pragma once
 
-#include <array>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <type_traits>
 
 #include <Eigen/Core>
@@ -15,10 +15,20 @@
 /// Why not Eigen's pexp: in Eigen 3.4 it is up to 4.5 ULP off for float on AVX-512, and it
 /// is wrong in the subnormal range (it returns ~1e-39 for float inputs below -88.4 instead
 /// of the subnormal or zero the true value rounds to). Probabilities there must be the
-/// correctly scaled subnormal or exactly 0, so smax carries its own: Cody-Waite reduction
-/// x = k ln2 + r with |r| <= ln2/2, a Taylor polynomial of exp(r) whose truncation error is
-/// below 0.05 ULP, and Eigen's pldexp, which scales by 2^k with a single final rounding
-/// even when the result is subnormal. Measured error: <= 1 ULP (float and double).
+/// correctly scaled subnormal or exactly 0, so smax carries its own:
+/// - x = k ln2 + r with |r| <= ln2/2: k rounded by adding a 1.5 * 2^(mantissa bits)
+///   "magic" constant in the same FMA that multiplies by log2(e), so the low bits of that
+///   sum already hold the biased exponent k + bias; r by a two-term (Cody-Waite) reduction.
+/// - exp(r) by a polynomial 1 + r + c2 r^2 + ... fitted by a Remez exchange for the smallest
+///   relative error on [-ln2/2, ln2/2] (degree 6 for float: 3.1e-9 = 0.03 ULP; degree 11
+///   for double: 3.7e-18), evaluated by Horner with FMAs. Fitting script: see
+///   benchmarks/exp_accuracy.cpp.
+/// - 2^k by shifting those low bits into the exponent field when every lane's 2^k is a
+///   normal number; otherwise (results near underflow or overflow) Eigen's pldexp, which
+///   scales in exact steps, so a subnormal result is rounded once and results below half
+///   the smallest subnormal are exactly 0.
+/// Measured error (every float input; a dense sweep of doubles): <= 1 ULP, see
+/// benchmarks/README.md.
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
@@ -46,7 +56,15 @@ struct exp_constants<float> {
   // ln2 split so that k * ln2_hi is exact for every k in range.
   static constexpr float ln2_hi = 0.693359375f;
   static constexpr float ln2_lo = -2.12194440e-4f;
-  static constexpr int degree = 7;
+  // 1.5 * 2^23 + 127: x * log2e + magic rounds to an integer whose low bits are k + 127.
+  static constexpr float magic = 12582912.0f + 127.0f;
+  static constexpr int mantissa_bits = 23;
+  static constexpr float min_k = -126.0f;  // 2^k normal for min_k <= k <= max_k
+  static constexpr float max_k = 127.0f;
+  static constexpr int degree = 6;
+  // Remez fit of exp(r) = 1 + r + c2 r^2 + ... on [-0.3469, 0.3469], relative error 3.1e-9.
+  static constexpr float poly[degree + 1] = {
+      1.0f, 1.0f, 0x1.fffffcp-2f, 0x1.55549p-3f, 0x1.5558f4p-5f, 0x1.123a62p-7f, 0x1.6a236p-10f};
 };
 
 template <>
@@ -56,20 +74,25 @@ struct exp_constants<double> {
   static constexpr double log2e = 1.4426950408889634074;
   static constexpr double ln2_hi = 6.93147180369123816490e-01;
   static constexpr double ln2_lo = 1.90821492927058770002e-10;
-  static constexpr int degree = 13;
+  static constexpr double magic = 6755399441055744.0 + 1023.0;  // 1.5 * 2^52 + 1023
+  static constexpr int mantissa_bits = 52;
+  static constexpr double min_k = -1022.0;
+  static constexpr double max_k = 1023.0;
+  static constexpr int degree = 11;
+  // Remez fit on [-0.3469, 0.3469], relative error 3.7e-18.
+  static constexpr double poly[degree + 1] = {1.0,
+                                              1.0,
+                                              0x1.000000000000ap-1,
+                                              0x1.55555555554f9p-3,
+                                              0x1.55555555507fap-5,
+                                              0x1.1111111127e5ap-7,
+                                              0x1.6c16c18448e1ap-10,
+                                              0x1.a01a0129be2d5p-13,
+                                              0x1.a01999b3e4cbcp-16,
+                                              0x1.71df261ffe551p-19,
+                                              0x1.28adc88b626c5p-22,
+                                              0x1.ad7f06a791928p-26};
 };
-
-/// 1/j! for j = 0..degree, computed in long double and rounded once to T, at compile time.
-template <typename T>
-constexpr std::array<T, exp_constants<T>::degree + 1> taylor_coefficients() {
-  std::array<T, exp_constants<T>::degree + 1> c{};
-  long double f = 1.0L;
-  for (int j = 0; j <= exp_constants<T>::degree; ++j) {
-    if (j > 1) f *= static_cast<long double>(j);
-    c[static_cast<std::size_t>(j)] = static_cast<T>(1.0L / f);
-  }
-  return c;
-}
 
 /// True when smax has a vectorised exp for T on this target.
 template <typename T>
@@ -78,37 +101,135 @@ inline constexpr bool has_packet_exp =
      std::is_same_v<T, double>)&&Eigen::internal::packet_traits<T>::Vectorizable
     && (Eigen::internal::packet_traits<T>::size > 1);
 
+/// The bits of j shifted into the exponent field: 2^k when j = magic + k (see exp_constants).
+/// `available` is false where the shift has no packet form (double without SSE2/AVX2/AVX-512):
+/// those targets scale with pldexp throughout.
+template <typename Packet, typename = void>
+struct pow2_from_bits {
+  static constexpr bool available = false;
+  static Packet run(const Packet& j) { return j; }
+};
+
+template <typename Packet>
+struct pow2_from_bits<
+    Packet, std::enable_if_t<
+                std::is_same_v<typename Eigen::internal::unpacket_traits<Packet>::type, float>>> {
+  static constexpr bool available = true;
+  EIGEN_ALWAYS_INLINE static Packet run(const Packet& j) {
+    namespace ei = Eigen::internal;
+    using PacketI = typename ei::unpacket_traits<Packet>::integer_packet;
+    return ei::preinterpret<Packet>(ei::plogical_shift_left<23>(ei::preinterpret<PacketI>(j)));
+  }
+};
+
+#if defined(EIGEN_VECTORIZE_SSE2)
+template <>
+struct pow2_from_bits<Eigen::internal::Packet2d> {
+  static constexpr bool available = true;
+  EIGEN_ALWAYS_INLINE static Eigen::internal::Packet2d run(const Eigen::internal::Packet2d& j) {
+    return _mm_castsi128_pd(_mm_slli_epi64(_mm_castpd_si128(j), 52));
+  }
+};
+#endif
+#if defined(EIGEN_VECTORIZE_AVX2)
+template <>
+struct pow2_from_bits<Eigen::internal::Packet4d> {
+  static constexpr bool available = true;
+  EIGEN_ALWAYS_INLINE static Eigen::internal::Packet4d run(const Eigen::internal::Packet4d& j) {
+    return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(j), 52));
+  }
+};
+#endif
+#if defined(EIGEN_VECTORIZE_AVX512)
+template <>
+struct pow2_from_bits<Eigen::internal::Packet8d> {
+  static constexpr bool available = true;
+  EIGEN_ALWAYS_INLINE static Eigen::internal::Packet8d run(const Eigen::internal::Packet8d& j) {
+    return _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_castpd_si512(j), 52));
+  }
+};
+#endif
+
+/// True when some lane of k lies outside [lo, hi] (NaN lanes count as inside).
+template <typename Packet>
+EIGEN_ALWAYS_INLINE bool any_outside(const Packet& k, const Packet& lo, const Packet& hi) {
+  namespace ei = Eigen::internal;
+#if defined(EIGEN_VECTORIZE_AVX512)
+  // Compare straight into mask registers: Eigen's pcmp_lt widens each mask to a vector.
+  if constexpr (std::is_same_v<Packet, ei::Packet16f>) {
+    return (_mm512_cmp_ps_mask(k, lo, _CMP_LT_OQ) | _mm512_cmp_ps_mask(hi, k, _CMP_LT_OQ)) != 0;
+  } else if constexpr (std::is_same_v<Packet, ei::Packet8d>) {
+    return (_mm512_cmp_pd_mask(k, lo, _CMP_LT_OQ) | _mm512_cmp_pd_mask(hi, k, _CMP_LT_OQ)) != 0;
+  } else
+#endif
+  {
+    return ei::predux_any(ei::por(ei::pcmp_lt(k, lo), ei::pcmp_lt(hi, k)));
+  }
+}
+
+/// Hides v's value from the optimiser when -ffast-math (or -fassociative-math) is on: it
+/// would otherwise simplify (x log2e + magic) - magic to x log2e, dropping the rounding to
+/// an integer that the reduction relies on (exp(1) came out as 2). Costs no instruction.
+template <typename Packet>
+EIGEN_ALWAYS_INLINE void opaque_under_fast_math(Packet& v) {
+#if defined(__FAST_MATH__) || defined(__ASSOCIATIVE_MATH__)
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+v"(v));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  __asm__("" : "+w"(v));
+#elif defined(__GNUC__)
+  __asm__("" : "+m"(v));
+#endif
+#else
+  static_cast<void>(v);
+#endif
+}
+
 /// exp of every lane of x; NaN stays NaN, -inf gives 0, +inf gives +inf.
 template <typename Packet>
 EIGEN_ALWAYS_INLINE Packet pexp_accurate(const Packet& x) {
   namespace ei = Eigen::internal;
   using T = typename ei::unpacket_traits<Packet>::type;
   using C = exp_constants<T>;
+  // x86 min/max return their second operand when either is NaN, and Eigen's pmin/pmax
+  // pass x there, so NaN flows through the clamp and the arithmetic below.
   const Packet xc = ei::pmin(ei::pmax(x, ei::pset1<Packet>(C::lo)), ei::pset1<Packet>(C::hi));
-  const Packet k =
-      ei::pfloor(ei::pmadd(xc, ei::pset1<Packet>(C::log2e), ei::pset1<Packet>(T(0.5))));
+  Packet j = ei::pmadd(xc, ei::pset1<Packet>(C::log2e), ei::pset1<Packet>(C::magic));
+  opaque_under_fast_math(j);
+  const Packet k = ei::psub(j, ei::pset1<Packet>(C::magic));
   Packet r = ei::pmadd(k, ei::pset1<Packet>(-C::ln2_hi), xc);
+  opaque_under_fast_math(r);  // else k ln2_hi + k ln2_lo is refolded to k (ln2_hi + ln2_lo)
   r = ei::pmadd(k, ei::pset1<Packet>(-C::ln2_lo), r);
-  // Horner on the Taylor series sum_{j <= degree} r^j / j!.
-  constexpr auto c = taylor_coefficients<T>();
-  Packet p = ei::pset1<Packet>(c[C::degree]);
-  for (int j = C::degree - 1; j >= 0; --j) p = ei::pmadd(p, r, ei::pset1<Packet>(c[j]));
+  Packet p = ei::pset1<Packet>(C::poly[C::degree]);
+  for (int i = C::degree - 1; i >= 0; --i) p = ei::pmadd(p, r, ei::pset1<Packet>(C::poly[i]));
   Packet result;
-  if constexpr (std::is_same_v<T, float>) {
-    // 2^k by building the exponent field when 2^k is a normal number in every lane;
-    // pldexp's exact multi-step scaling is needed only near underflow and overflow.
-    const Packet outside = ei::por(ei::pcmp_lt(k, ei::pset1<Packet>(T(-126))),
-                                   ei::pcmp_lt(ei::pset1<Packet>(T(127)), k));
-    if (ei::predux_any(outside)) {
-      result = ei::pldexp(p, k);
-    } else {
-      result = ei::pldexp_fast_impl<Packet>::run(p, k);
-    }
+#if defined(__FAST_MATH__)
+  // -ffast-math sets flush-to-zero anyway, and Eigen's pldexp does not survive it (double):
+  // 2^k from the bits with k clamped to the normal range, then 0 below it, inf above.
+  if constexpr (pow2_from_bits<Packet>::available) {
+    const Packet jc = ei::pmin(ei::pmax(j, ei::pset1<Packet>(C::magic + C::min_k)),
+                               ei::pset1<Packet>(C::magic + C::max_k));
+    result = ei::pmul(p, pow2_from_bits<Packet>::run(jc));
+    result =
+        ei::pselect(ei::pcmp_lt(k, ei::pset1<Packet>(C::min_k)), ei::pset1<Packet>(T(0)), result);
+    result = ei::pselect(ei::pcmp_lt(ei::pset1<Packet>(C::max_k), k),
+                         ei::pset1<Packet>(std::numeric_limits<T>::infinity()), result);
   } else {
     result = ei::pldexp(p, k);
   }
-  // pmin/pmax do not promise to keep NaN; put it back.
-  return ei::pselect(ei::pcmp_eq(x, x), result, x);
+#else
+  if (!pow2_from_bits<Packet>::available ||
+      any_outside(k, ei::pset1<Packet>(C::min_k), ei::pset1<Packet>(C::max_k))) {
+    result = ei::pldexp(p, k);
+  } else {
+    result = ei::pmul(p, pow2_from_bits<Packet>::run(j));
+  }
+#endif
+#if !defined(EIGEN_VECTORIZE_SSE)
+  // Elsewhere pmin/pmax do not promise to keep NaN; put it back.
+  result = ei::pselect(ei::pcmp_eq(x, x), result, x);
+#endif
+  return result;
 }
 
 /// An Eigen functor for exp(x) that vectorises with pexp_accurate.
@@ -135,7 +256,7 @@ struct exp_op {
 namespace Eigen::internal {
 template <typename T>
 struct functor_traits<smax::detail::exp_op<T>> {
-  enum { Cost = 30 * NumTraits<T>::MulCost, PacketAccess = smax::detail::has_packet_exp<T> };
+  enum { Cost = 20 * NumTraits<T>::MulCost, PacketAccess = smax::detail::has_packet_exp<T> };
 };
 }  // namespace Eigen::internal
 

@@ -18,11 +18,11 @@
 /// -ffast-math; under it, long double inputs lose the NaN/inf policy).
 
 #if defined(__FAST_MATH__) && !defined(SMAX_QUIET_FAST_MATH)
-#pragma message(                                                                               \
-    "smax: built with -ffast-math. Kept: finite logits never overflow, -inf logits still get " \
-    "probability 0, NaN/inf arguments are still rejected. Lost: the exact accuracy bounds "    \
-    "(the compiler may reassociate sums). See the README (fast-math). Define "                 \
-    "SMAX_QUIET_FAST_MATH to silence this note.")
+#pragma message(                                                                          \
+    "smax: built with -ffast-math. Kept: finite logits never overflow, -inf entries get " \
+    "probability 0, T = 0 / T = inf limits, argument checks. Lost: NaN logits may not "   \
+    "turn their distribution NaN; subnormal probabilities flush to 0. See the README. "   \
+    "Define SMAX_QUIET_FAST_MATH to silence this note.")
 #endif
 
 namespace smax::detail {
@@ -84,6 +84,16 @@ bool is_finite(T x) {
   } else {
     return std::isfinite(x);
   }
+}
+
+/// Every coefficient of the Eigen object a is finite (Eigen's isFinite() folds to true
+/// under -ffinite-math-only).
+template <typename A>
+bool all_finite(const A& a) {
+  for (decltype(a.size()) i = 0; i < a.size(); ++i) {
+    if (!is_finite(a.coeff(i))) return false;
+  }
+  return true;
 }
 
 /// x is +inf.
