@@ -895,6 +895,12 @@ TYPED_TEST(CrossEntropy, BadArgumentsThrowAndLeaveOutputsUntouched) {
   o.weight = w3;
   m = msg(std::vector<int>{0, 1, 2}, o);
   EXPECT_TRUE(has(m, "'options.weight' is of length 3")) << m;
+  // An empty vector is not "no weights" (found by tests/fuzz).
+  const std::vector<T> no_weights;
+  o = plain;
+  o.weight = no_weights;
+  m = msg(std::vector<int>{0, 1, 2}, o);
+  EXPECT_TRUE(has(m, "'options.weight' is of length 0")) << m;
   Vec<T> wneg(4);
   wneg << 1, 1, -2, 1;
   o.weight = wneg;

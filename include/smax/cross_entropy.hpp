@@ -109,12 +109,15 @@ class class_weights {
 
   /// size weights at data[0], data[stride], ...
   class_weights(const T* data, Eigen::Index size, Eigen::Index stride = 1)
-      : data_(data), size_(size), stride_(stride) {}
+      : data_(data), size_(size), stride_(stride), bound_(true) {}
 
   /// A view of the Eigen vector w (which must outlive its use).
   template <typename D>
   class_weights(const Eigen::DenseBase<D>& w)  // NOLINT(google-explicit-constructor)
-      : data_(w.derived().data()), size_(w.size()), stride_(detail::loss::vector_stride(w)) {
+      : data_(w.derived().data()),
+        size_(w.size()),
+        stride_(detail::loss::vector_stride(w)),
+        bound_(true) {
     static_assert(std::is_same_v<typename D::Scalar, T>,
                   "smax::class_weights: the weights must have the logits' scalar type");
     static_assert(D::IsVectorAtCompileTime,
@@ -131,15 +134,16 @@ class class_weights {
   /// A view of a contiguous range of T (which must outlive its use).
   template <typename R, typename = range_of_t<R>>
   class_weights(const R& r)  // NOLINT(google-explicit-constructor)
-      : data_(std::data(r)), size_(static_cast<Eigen::Index>(std::size(r))) {}
+      : data_(std::data(r)), size_(static_cast<Eigen::Index>(std::size(r))), bound_(true) {}
 
   /// Rejected: a view of a temporary range would dangle.
   template <typename R, typename = range_of_t<R>,
             typename = std::enable_if_t<!std::is_lvalue_reference_v<R>>>
   class_weights(R&& r) = delete;
 
-  /// No weights were given (every class weighs 1).
-  bool empty() const { return data_ == nullptr; }
+  /// No weights were given (every class weighs 1). Weights bound to an empty vector are
+  /// not "no weights": they have length 0, which the losses reject.
+  bool empty() const { return !bound_; }
   /// Number of weights (0 when empty).
   Eigen::Index size() const { return size_; }
   /// Distance between consecutive weights, in elements.
@@ -147,12 +151,13 @@ class class_weights {
   /// The first weight (nullptr when empty).
   const T* data() const { return data_; }
   /// Weight of class c (1 when empty).
-  T operator[](Eigen::Index c) const { return data_ == nullptr ? T(1) : data_[c * stride_]; }
+  T operator[](Eigen::Index c) const { return bound_ ? data_[c * stride_] : T(1); }
 
  private:
   const T* data_ = nullptr;
   Eigen::Index size_ = 0;
   Eigen::Index stride_ = 1;
+  bool bound_ = false;
 };
 
 /// Options of the cross-entropy functions, PyTorch's CrossEntropyLoss arguments with the same
@@ -206,6 +211,10 @@ namespace detail::loss {
 
 template <typename T>
 strided_view<T> view_of(const class_weights<T>& w) {
+  // Bound to an empty range: a non-null pointer so the view is not "no weights" and the
+  // length check reports it (the pointer is never read: the length is 0).
+  static const T none{};
+  if (!w.empty() && w.data() == nullptr) return {&none, w.size(), w.stride()};
   return {w.data(), w.size(), w.stride()};
 }
 

@@ -40,6 +40,12 @@ using Index = Eigen::Index;
 template <typename T>
 using acc_t = std::conditional_t<std::is_same_v<T, float>, double, T>;
 
+/// Normalise by dividing when the sum is kept in T itself (double): a reciprocal rounded to
+/// T and a multiply would add up to an ULP there. float sums are double, and the reciprocal
+/// rounded to float costs at most half an ULP.
+template <typename T>
+inline constexpr bool exact_normalise = std::is_same_v<acc_t<T>, T>;
+
 /// Pairwise (binary-counter) summation of block sums: error grows with log2(blocks), not
 /// with the number of blocks, which keeps double rows of 10^6+ entries within an ULP or two.
 /// level_[k] holds the sum of 2^k blocks and is live only while bit k of count_ is set, so
@@ -303,8 +309,12 @@ bool forward_tiny(const T* x, T* y, Index n, T temperature) {
     acc_t<T> s(0);
     for (Index i = 0; i < n; ++i) s += buf[i];
     if constexpr (Op == forward_op::softmax) {
-      const T inv = static_cast<T>(acc_t<T>(1) / s);
-      for (Index i = 0; i < n; ++i) y[i] = buf[i] * inv;
+      if constexpr (exact_normalise<T>) {
+        for (Index i = 0; i < n; ++i) y[i] = buf[i] / s;
+      } else {
+        const T inv = static_cast<T>(acc_t<T>(1) / s);
+        for (Index i = 0; i < n; ++i) y[i] = buf[i] * inv;
+      }
     } else {
       const T log_s = static_cast<T>(std::log(s));
       for (Index i = 0; i < n; ++i) y[i] = sh(x[i]) - log_s;
@@ -353,8 +363,17 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
   pairwise_sum<acc_t<T>> acc;
   if constexpr (Op == forward_op::softmax) {
     exp_sum<true>(x, xs, y, ys, n, sh, acc);
-    // One reciprocal, rounded once from the wide sum, then multiplies: at most half an ULP
-    // more than dividing, and several times faster.
+    // float: one reciprocal, rounded once from the wide (double) sum, then multiplies: at
+    // most half an ULP more than dividing, and several times faster. double: divide.
+    if constexpr (exact_normalise<T>) {
+      const T total = static_cast<T>(acc.total());
+      if (ys == 1) {
+        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(y, n) /= total;
+      } else {
+        for (Index i = 0; i < n; ++i) y[i * ys] /= total;
+      }
+      return;
+    }
     const T inv = static_cast<T>(acc_t<T>(1) / acc.total());
     if (ys == 1) {
       Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(y, n) *= inv;
@@ -379,7 +398,7 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
 }
 
 inline constexpr Index lane_block = 32;  // distributions handled side by side
-inline constexpr Index lane_chunk = 16;  // columns summed before entering the pairwise sum
+inline constexpr Index lane_chunk = 4;   // columns summed in T before entering the pairwise sum
 
 /// forward_lanes for short distributions: max, exp-sum and scaling passes over the columns.
 template <forward_op Op, int N, typename T>
@@ -418,8 +437,13 @@ void forward_lanes_3pass(const T* x, Index xk, T* y, Index yk, Index nb, Index l
   }
   const Sums s = acc.total(Sums::Zero(nb));
   if constexpr (Op == forward_op::softmax) {
-    const Lanes inv = s.inverse().template cast<T>();
-    for (Index k = 0; k < len; ++k) out(k) *= inv;
+    if constexpr (exact_normalise<T>) {
+      const Lanes total = s.template cast<T>();
+      for (Index k = 0; k < len; ++k) out(k) /= total;
+    } else {
+      const Lanes inv = s.inverse().template cast<T>();
+      for (Index k = 0; k < len; ++k) out(k) *= inv;
+    }
   } else {
     const Lanes log_s = s.log().template cast<T>();
     for (Index k = 0; k < len; ++k) out(k) = exponent(k) - log_s;
@@ -481,8 +505,13 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
   const Sums s = acc.total(Sums::Zero(nb));
   const Lanes hm = sh.half * m;
   if constexpr (Op == forward_op::softmax) {
-    const Lanes inv = s.inverse().template cast<T>();
-    for (Index k = 0; k < len; ++k) out(k) = exponent(k, hm).unaryExpr(exp_op<T>()) * inv;
+    if constexpr (exact_normalise<T>) {
+      const Lanes total = s.template cast<T>();
+      for (Index k = 0; k < len; ++k) out(k) = exponent(k, hm).unaryExpr(exp_op<T>()) / total;
+    } else {
+      const Lanes inv = s.inverse().template cast<T>();
+      for (Index k = 0; k < len; ++k) out(k) = exponent(k, hm).unaryExpr(exp_op<T>()) * inv;
+    }
   } else {
     const Lanes log_s = s.log().template cast<T>();
     for (Index k = 0; k < len; ++k) out(k) = exponent(k, hm) - log_s;
@@ -596,9 +625,15 @@ EIGEN_ALWAYS_INLINE void lanes_in_registers(Packet* c, Index len, const Packet& 
   }
   Eigen::Map<Eigen::Array<T, ps, 1>, Eigen::Aligned> lane_values(part_buf);
   if constexpr (Op == forward_op::softmax) {
-    lane_values = s.inverse().template cast<T>();
-    const Packet inv = ei::pload<Packet>(part_buf);
-    for (Index k = 0; k < len; ++k) c[k] = ei::pmul(c[k], inv);
+    if constexpr (exact_normalise<T>) {
+      lane_values = s.template cast<T>();
+      const Packet total = ei::pload<Packet>(part_buf);
+      for (Index k = 0; k < len; ++k) c[k] = ei::pdiv(c[k], total);
+    } else {
+      lane_values = s.inverse().template cast<T>();
+      const Packet inv = ei::pload<Packet>(part_buf);
+      for (Index k = 0; k < len; ++k) c[k] = ei::pmul(c[k], inv);
+    }
   } else {
     lane_values = s.log().template cast<T>();
     const Packet log_s = ei::pload<Packet>(part_buf);
@@ -771,6 +806,10 @@ void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os
 /// into out[d * os], choosing the layout's fastest path.
 template <typename T>
 void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* out, Index os) {
+  if (len == 0) {  // empty distributions: -inf, and x (maybe null) is never offset
+    for (Index j = 0; j < count; ++j) out[j * os] = -std::numeric_limits<T>::infinity();
+    return;
+  }
   Index d = 0;
   if (xk != 1 && xd == 1 && count > 1) {
     for (; d + lane_block <= count; d += lane_block) {
