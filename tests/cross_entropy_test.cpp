@@ -427,6 +427,30 @@ TYPED_TEST(CrossEntropy, SamplePanelsKeepThePolicyForNonFiniteLogits) {
   }
 }
 
+// A valid but tiny (subnormal) temperature: (A p - a) / T overflows, and the gradient must
+// be the infinities (or exact zeros) it rounds to, never 0 * inf = NaN (found by
+// tests/fuzz). Both the one-sample path and the sample panels.
+TYPED_TEST(CrossEntropy, TinyTemperatureGivesInfinitiesNotNaN) {
+  using T = TypeParam;
+  const T inf = std::numeric_limits<T>::infinity();
+  smax::cross_entropy_options<T> o;
+  o.temperature = std::numeric_limits<T>::denorm_min() * T(64);
+  Vec<T> z(3);
+  z << T(0.6875), T(0), T(0.6875);
+  const auto r = smax::cross_entropy_with_grad(z, 1, o);
+  EXPECT_EQ(r.loss, inf);
+  EXPECT_EQ(r.grad(0), inf);   // (0.5 - 0) / T
+  EXPECT_EQ(r.grad(1), -inf);  // (0 - 1) / T
+  EXPECT_EQ(r.grad(2), inf);
+  const Mat<T> zb = smax_test::loss::random_matrix<T>(133, 7, 18);
+  const std::vector<int> y(133, 2);
+  for (const Mat<T>& g : {Mat<T>(smax::cross_entropy_with_grad(zb, y, smax::rowwise, o).grad),
+                          Mat<T>(smax::cross_entropy_per_sample_backward(zb, y, Vec<T>::Ones(133),
+                                                                         smax::rowwise, o))}) {
+    for (Index i = 0; i < g.size(); ++i) EXPECT_FALSE(std::isnan(g(i))) << i;
+  }
+}
+
 TYPED_TEST(CrossEntropy, ProbabilityTargetsMatchReferenceForEveryCombination) {
   using T = TypeParam;
   const Mat<T> z = smax_test::loss::random_matrix<T>(5, 4, 12);

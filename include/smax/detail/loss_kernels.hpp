@@ -668,7 +668,17 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
   const A s = acc.total();
   if (g != nullptr) {
     const A k2 = static_cast<A>(gscale) / static_cast<A>(temperature);
-    model.finish(g, gs, n, static_cast<T>(k2 * tot.a_sum / s), static_cast<T>(k2));
+    const A k1 = k2 * tot.a_sum / s;
+    if (is_finite(static_cast<T>(k1)) && is_finite(static_cast<T>(k2))) {
+      model.finish(g, gs, n, static_cast<T>(k1), static_cast<T>(k2));
+    } else {
+      // A tiny temperature: the scales overflow T (or A), and k1 e - k2 a would be 0 * inf
+      // or inf - inf. Form A p - a first: the gradient is then +-inf, or exactly 0.
+      for (Index c = 0; c < n; ++c) {
+        const A d = tot.a_sum * static_cast<A>(g[c * gs]) / s - static_cast<A>(model.coef(c));
+        g[c * gs] = d == A(0) ? T(0) : static_cast<T>(d * k2);
+      }
+    }
   }
   return tot.a_sum * std::log(s) + tot.linear;
 }
@@ -739,6 +749,10 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
     for (Index k = 0; k < K; ++k) ei::pstoreu(m + k * ps, mx[k]);
     for (Index i = 0; i < W; ++i) {
       if (!is_finite(m[i])) return false;
+      // A tiny temperature overflows the gradient's scales: ce_sample's careful path.
+      const A k = static_cast<A>(gscale[i]) / static_cast<A>(pp.temperature) *
+                  (static_cast<A>(hot[i]) + static_cast<A>(pp.smooth) * pp.w_sum + A(1));
+      if (g != nullptr && !is_finite(static_cast<T>(k))) return false;
     }
 
     // The shift of ce_sample: s = (half x - half max) / (half T), or x - max when T == 1.
