@@ -128,7 +128,7 @@ void run_forward_serial(const batch<const T>& in, const batch<T>& out, T tempera
 
 template <forward_op Op, typename T>
 void run_forward(const batch<const T>& in, const batch<T>& out, T temperature) {
-  // Nothing to write, and an empty matrix's data pointer may be null: no offsets from it.
+  // Nothing to write.
   if (in.count == 0 || in.length == 0) return;
   for_each_range(in.count, in.length, lane_block, [&](Index begin, Index end) {
     run_forward_serial<Op>(sub_batch(in, begin, end), sub_batch(out, begin, end), temperature);
@@ -196,7 +196,7 @@ void backward_into(const char* function, const Eigen::DenseBase<Out>& out,
       const batch<const T> yb = make_batch(yy, axis);
       const batch<const T> db = make_batch(dd, axis);
       const batch<T> ob = output_batch(out, axis);
-      if (yb.count == 0 || yb.length == 0) return;  // nothing to write; data may be null
+      if (yb.count == 0 || yb.length == 0) return;  // nothing to write
       for_each_range(yb.count, yb.length, 1, [&](Index begin, Index end) {
         for (Index d = begin; d < end; ++d) {
           const T* yp = yb.data + d * yb.dstride;

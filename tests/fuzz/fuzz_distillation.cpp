@@ -44,36 +44,15 @@ void check(bytes& in, const M& s, const M& t, Axis axis, bool rowwise) {
   valid = valid && !bad_shape;
 
   const T sentinel = T(-555);
-  bool threw = false;
-  T loss = 0;
-  try {
-    loss = smax::distillation_loss(s, tt, axis, opt);
-  } catch (const smax::error&) {
-    threw = true;
-  }
-  SMAX_FUZZ_CHECK(threw == !(valid && valid_scalar), "distillation_loss threw %d", int(threw));
-  Plain g = Plain::Constant(s.rows(), s.cols(), sentinel);
-  Eigen::Map<Plain> gm(g.data(), s.rows(), s.cols());
-  threw = false;
-  T loss2 = 0;
-  try {
-    loss2 = smax::distillation_loss_with_grad_into(gm, s, tt, axis, opt);
-  } catch (const smax::error&) {
-    threw = true;
-  }
-  SMAX_FUZZ_CHECK(threw == !(valid && valid_scalar), "with_grad_into threw %d", int(threw));
-  if (threw) {
-    SMAX_FUZZ_CHECK((g.array() == sentinel).all(), "gradient written before throwing");
-  } else {
-    SMAX_FUZZ_CHECK(bit_equal(loss, loss2), "loss %g vs with_grad_into %g", double(loss),
-                    double(loss2));
-    const auto r = smax::distillation_loss_with_grad(s, tt, axis, opt);
-    SMAX_FUZZ_CHECK(bit_equal(r.loss, loss) && all_bit_equal(r.grad, g), "with_grad differs");
-  }
+  check_loss_forms<Plain>(
+      "distillation_loss", s.rows(), s.cols(), valid && valid_scalar,
+      [&] { return smax::distillation_loss(s, tt, axis, opt); },
+      [&](auto& gm) { return smax::distillation_loss_with_grad_into(gm, s, tt, axis, opt); },
+      [&] { return smax::distillation_loss_with_grad(s, tt, axis, opt); });
   const Index samples = rowwise ? s.rows() : s.cols();
   Vec<T> per(samples);
   per.setConstant(sentinel);
-  threw = false;
+  bool threw = false;
   try {
     per = Eigen::Map<const Vec<T>>(smax::distillation_loss_per_sample(s, tt, axis, opt).data(),
                                    samples);
@@ -182,12 +161,4 @@ void run(bytes& in) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  bytes in(data, size);
-  if (in.flag()) {
-    run<float>(in);
-  } else {
-    run<double>(in);
-  }
-  return 0;
-}
+SMAX_FUZZ_FLOAT_AND_DOUBLE_TARGET

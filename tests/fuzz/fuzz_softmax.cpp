@@ -257,12 +257,4 @@ void run(bytes& in) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  bytes in(data, size);
-  if (in.flag()) {
-    run<float>(in);
-  } else {
-    run<double>(in);
-  }
-  return 0;
-}
+SMAX_FUZZ_FLOAT_AND_DOUBLE_TARGET

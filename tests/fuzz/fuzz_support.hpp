@@ -20,6 +20,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <smax/error.hpp>
+
 #include <Eigen/Core>
 
 namespace smax_fuzz {
@@ -326,5 +328,57 @@ ld log_tol(ld r, ld d) {
   const ld amp = std::isfinite(d) ? std::fabs(d) : 0;
   return 32 * eps<T> * std::max(std::fabs(r), 1.0L) + 4 * eps<T> * amp;
 }
+
+/// The three forms of a loss agree: loss_fn() (the loss), into_fn(map) (the loss, with the
+/// gradient written into a rows x cols map) and with_grad_fn() (.loss and .grad). They throw
+/// exactly when valid is false, and a throwing into_fn leaves the map untouched. Returns
+/// loss_fn()'s loss (0 when it threw).
+template <typename Plain, typename Loss, typename Into, typename WithGrad>
+typename Plain::Scalar check_loss_forms(const char* name, Index rows, Index cols, bool valid,
+                                        Loss&& loss_fn, Into&& into_fn, WithGrad&& with_grad_fn) {
+  using T = typename Plain::Scalar;
+  const T sentinel = T(-555);
+  bool threw = false;
+  T loss = 0;
+  try {
+    loss = loss_fn();
+  } catch (const smax::error&) {
+    threw = true;
+  }
+  SMAX_FUZZ_CHECK(threw == !valid, "%s threw %d", name, int(threw));
+  Plain g = Plain::Constant(rows, cols, sentinel);
+  Eigen::Map<Plain> gm(g.data(), rows, cols);
+  threw = false;
+  T loss2 = 0;
+  try {
+    loss2 = into_fn(gm);
+  } catch (const smax::error&) {
+    threw = true;
+  }
+  SMAX_FUZZ_CHECK(threw == !valid, "%s with_grad_into threw %d", name, int(threw));
+  if (threw) {
+    SMAX_FUZZ_CHECK((g.array() == sentinel).all(), "%s: gradient written before throwing", name);
+  } else {
+    SMAX_FUZZ_CHECK(bit_equal(loss, loss2), "%s loss %g vs with_grad_into %g", name, double(loss),
+                    double(loss2));
+    const auto r = with_grad_fn();
+    SMAX_FUZZ_CHECK(bit_equal(r.loss, loss) && all_bit_equal(r.grad, g), "%s: with_grad differs",
+                    name);
+  }
+  return loss;
+}
+
+/// The libFuzzer entry point of a target whose checks are run<float> and run<double>: the
+/// first byte picks the type.
+#define SMAX_FUZZ_FLOAT_AND_DOUBLE_TARGET                                             \
+  extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) { \
+    smax_fuzz::bytes in(data, size);                                                  \
+    if (in.flag()) {                                                                  \
+      run<float>(in);                                                                 \
+    } else {                                                                          \
+      run<double>(in);                                                                \
+    }                                                                                 \
+    return 0;                                                                         \
+  }
 
 }  // namespace smax_fuzz

@@ -54,18 +54,24 @@ struct batch {
   Index kstride;
 };
 
+/// A batch with no elements keeps its (possibly null) data pointer and strides 0, so every
+/// data + d * dstride of the kernels and loss sweeps stays a valid (null + 0) expression.
+template <typename P>
+batch<P> batch_of(P* data, Index count, Index length, Index dstride, Index kstride) {
+  if (count == 0 || length == 0) return batch<P>{data, count, length, 0, 0};
+  return batch<P>{data, count, length, dstride, kstride};
+}
+
 template <typename D>
 auto make_batch(const Eigen::DenseBase<D>& x, rowwise_t) {
   const D& d = x.derived();
-  return batch<std::remove_pointer_t<decltype(d.data())>>{d.data(), d.rows(), d.cols(),
-                                                          d.rowStride(), d.colStride()};
+  return batch_of(d.data(), d.rows(), d.cols(), d.rowStride(), d.colStride());
 }
 
 template <typename D>
 auto make_batch(const Eigen::DenseBase<D>& x, colwise_t) {
   const D& d = x.derived();
-  return batch<std::remove_pointer_t<decltype(d.data())>>{d.data(), d.cols(), d.rows(),
-                                                          d.colStride(), d.rowStride()};
+  return batch_of(d.data(), d.cols(), d.rows(), d.colStride(), d.rowStride());
 }
 
 /// The distributions [begin, end) of a batch.
