@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -449,6 +450,35 @@ TYPED_TEST(CrossEntropy, TinyTemperatureGivesInfinitiesNotNaN) {
                                                                          smax::rowwise, o))}) {
     for (Index i = 0; i < g.size(); ++i) EXPECT_FALSE(std::isnan(g(i))) << i;
   }
+}
+
+// With label smoothing every class carries a coefficient, and at a tiny T the term of a
+// low logit, (max - x_c) / T, overflows T although eps / C brings it back: the loss is
+// finite (1.3e34 for float below). It was +inf (found by fuzz_cross_entropy); the linear
+// term is now divided by T once, in the accumulator type. Single sample (ce_sample) and a
+// column-major batch (sample panels).
+TYPED_TEST(CrossEntropy, SmoothingAtTinyTemperatureGivesAFiniteLoss) {
+  using T = TypeParam;
+  spec sp;
+  sp.T = static_cast<double>(std::numeric_limits<T>::denorm_min() * T(192));
+  sp.eps = std::is_same_v<T, float> ? 4.3e-10 : 1e-20;
+  sp.red = smax::reduction::sum;
+  options_for<T> of(sp);
+  Mat<T> z = smax_test::loss::random_matrix<T>(37, 5, 29, -8, 8);
+  z(0, 0) = T(7.9375);
+  z(0, 1) = T(-8);
+  std::vector<std::int64_t> y(37);  // the argmax: only the smoothing terms are huge
+  for (Index n = 0; n < 37; ++n) z.row(n).maxCoeff(&y[static_cast<size_t>(n)]);
+  const ref_result ref = ref_index(z.template cast<long double>(), y, sp);
+  ASSERT_TRUE(std::isfinite(ref.loss));
+  ASSERT_GT(ref.per_sample[0], 1e30L);
+  const Vec<T> per = smax::cross_entropy_per_sample(z, y, smax::rowwise, of.o);
+  for (Index n = 0; n < 37; ++n) {
+    EXPECT_TRUE(close(per(n), ref.per_sample[static_cast<size_t>(n)], tol<T>::rel * 16)) << n;
+  }
+  EXPECT_TRUE(close(smax::cross_entropy(z, y, smax::rowwise, of.o), ref.loss, tol<T>::rel * 16));
+  const Vec<T> z0 = z.row(0).transpose();
+  EXPECT_TRUE(close(smax::cross_entropy(z0, y[0], of.o), ref.per_sample[0], tol<T>::rel * 16));
 }
 
 TYPED_TEST(CrossEntropy, ProbabilityTargetsMatchReferenceForEveryCombination) {

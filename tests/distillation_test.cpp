@@ -117,6 +117,54 @@ TYPED_TEST(Distillation, MatchesReferenceForEveryOption) {
   }
 }
 
+// T^2 KL is finite where log p alone overflows: a subnormal T, or logits near the top of
+// the range at T < 1. Both gave +inf (found by fuzz_distillation); the kernel now works on
+// T log p below T = 1.
+TYPED_TEST(Distillation, TinyTemperaturesAndHugeLogitsStayFinite) {
+  using T = TypeParam;
+  const T huge = std::numeric_limits<T>::max() / 32;  // 1e37 (float), 5e306 (double)
+  struct Case {
+    T temperature;
+    std::vector<T> s, t;
+  };
+  const std::vector<Case> cases = {
+      // Subnormal T: q and p are one-hot on different classes, loss 2 T, gradient +-T.
+      {std::numeric_limits<T>::denorm_min() * 4096, {0, 3, 1, -2}, {1, T(0.5), 2, 0}},
+      {std::numeric_limits<T>::denorm_min() * 4096, {0, 1, 3, -2}, {1, T(0.5), 2, 0}},
+      {T(0.027), {huge, -huge, 0}, {-huge, huge, huge / 2}},
+      {T(0.5), {huge, -huge, 0}, {-huge, huge, huge / 2}},
+      {T(1e-30), {1, 2, T(2.5)}, {T(2.5), 2, 1}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE("T=" + std::to_string(static_cast<double>(c.temperature)));
+    const Index C = static_cast<Index>(c.s.size());
+    Mat<T> s(1, C), t(1, C);
+    for (Index k = 0; k < C; ++k) {
+      s(0, k) = c.s[static_cast<size_t>(k)];
+      t(0, k) = c.t[static_cast<size_t>(k)];
+    }
+    const auto o = options<T>(static_cast<double>(c.temperature), smax::reduction::sum);
+    const ref_result ref = ref_distill(s.template cast<long double>(),
+                                       t.template cast<long double>(), c.temperature, false);
+    ASSERT_TRUE(std::isfinite(ref.loss));
+    const auto r = smax::distillation_loss_with_grad(s, t, smax::rowwise, o);
+    EXPECT_TRUE(std::isfinite(r.loss)) << r.loss;
+    // The rounding of (z - max) and of T log s is relative to the logits: |z| eps / T
+    // in log p, times T^2: absolute |z| eps T, plus the subnormal grid.
+    const long double zmax = std::max(s.cwiseAbs().maxCoeff(), t.cwiseAbs().maxCoeff());
+    const long double abs_tol = 8 * zmax * c.temperature * std::numeric_limits<T>::epsilon() +
+                                4 * static_cast<long double>(std::numeric_limits<T>::denorm_min());
+    EXPECT_LE(std::fabs(r.loss - ref.loss), abs_tol) << r.loss << " vs " << ref.loss;
+    for (Index k = 0; k < C; ++k) {
+      EXPECT_TRUE(std::isfinite(r.grad(0, k)));
+      EXPECT_LE(std::fabs(r.grad(0, k) - ref.grad(0, k)), abs_tol + 4 * c.temperature * tol<T>::rel)
+          << k << ": " << r.grad(0, k) << " vs " << ref.grad(0, k);
+    }
+    const Vec<T> per = smax::distillation_loss_per_sample(s, t, smax::rowwise, o);
+    EXPECT_EQ(per(0), r.loss);
+  }
+}
+
 TYPED_TEST(Distillation, GradientIsTTimesPMinusQ) {
   using T = TypeParam;
   const Mat<T> s = smax_test::loss::random_matrix<T>(4, 5, 103);

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -131,6 +132,38 @@ TYPED_TEST(SoftmaxBackward, MatchesClosedForms) {
                                         log_softmax_backward_tolerance<T>(lh, dh, t)));
       }
     }
+  }
+}
+
+// Below T = 1 the gradient of a subnormal probability is a normal number: y (dy - g) / T
+// with y = 12345 denorm_min and T = 1e-5 (float) / 1e-20 (double). Multiplying first
+// rounds y (dy - g) on the subnormal grid and the division magnifies that error to ~300
+// (float) / ~4e4 (double) ULP of the result; dividing first keeps it within 2 ULP. Short
+// (plain loop) and long (vectorised) rows, contiguous and strided.
+TYPED_TEST(SoftmaxBackward, SubnormalProbabilitiesAtSmallTemperatures) {
+  using T = TypeParam;
+  const T t = std::is_same_v<T, float> ? T(1e-5) : T(1e-20);
+  for (Index n : {Index(2), Index(40)}) {
+    Vec<T> y(n), dy(n);
+    for (Index i = 0; i < n; ++i) {
+      y(i) = std::numeric_limits<T>::denorm_min() * static_cast<T>(12345 + 977 * i);
+      dy(i) = static_cast<T>(-0.7) + static_cast<T>(i) / static_cast<T>(64);
+    }
+    y(0) = 1;
+    dy(0) = T(0.3);
+    const HiArray yh = hi(y), dh = hi(dy);
+    const HiArray expected = closed_softmax_backward(yh, dh, t);
+    const auto check = [&](const Vec<T>& got) {
+      for (Index i = 1; i < n; ++i) {
+        ASSERT_TRUE(std::fabs(expected(i)) >= std::numeric_limits<T>::min());  // normal
+        EXPECT_LE(ulp_error<T>(got(i), expected(i)), 2) << "n = " << n << ", i = " << i;
+      }
+    };
+    check(smax::softmax_backward(y, dy, t));
+    std::vector<T> buf(static_cast<size_t>(2 * n));
+    Eigen::Map<Vec<T>, 0, Eigen::InnerStride<2>> ys(buf.data(), n);
+    ys = y;
+    check(smax::softmax_backward(ys, dy, t));
   }
 }
 

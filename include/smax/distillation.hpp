@@ -95,7 +95,6 @@ typename D::Scalar kl_run(const char* fn, const Eigen::DenseBase<D>& student,
   }
 
   const bool mean = o.reduction == ::smax::reduction::mean;
-  const A t2 = static_cast<A>(temperature) * static_cast<A>(temperature);
   const T red_scale = (reduced_mode && mean) ? static_cast<T>(A(1) / A(n_samples)) : T(1);
   pairwise_sum<A> total;
   with_loss_input<Mode>(student, grad, losses, [&](const auto& ss) {
@@ -111,13 +110,13 @@ typename D::Scalar kl_run(const char* fn, const Eigen::DenseBase<D>& student,
           T gscale = red_scale;
           if constexpr (Mode == loss_mode::per_sample_backward) gscale = up.coeff(d);
           T* g = has_grad ? gb.data + d * gb.dstride : nullptr;
-          const A kl =
+          const A loss =
               kl_sample(sb.data + d * sb.dstride, sb.kstride, tb.data + d * tb.dstride, tb.kstride,
                         n_classes, temperature, g, gb.kstride, gscale * temperature);
           if constexpr (Mode == loss_mode::per_sample) {
-            writable(losses).coeffRef(d) = static_cast<T>(t2 * kl);
+            writable(losses).coeffRef(d) = static_cast<T>(loss);
           } else {
-            total.add(t2 * kl);
+            total.add(loss);
           }
         }
       });

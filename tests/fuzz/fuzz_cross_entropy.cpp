@@ -90,7 +90,8 @@ void run_with(bytes& in, const M& x, const Targets& targets, Axis axis,
   bool threw = false;
   try {
     loss = smax::cross_entropy(x, targets, axis, opt);
-  } catch (const smax::error&) {
+  } catch (const smax::error& e) {
+    smax_fuzz::note_error(e);
     threw = true;
   }
   SMAX_FUZZ_CHECK(threw == !valid, "cross_entropy threw %d, expected %d", int(threw), int(!valid));
@@ -101,7 +102,8 @@ void run_with(bytes& in, const M& x, const Targets& targets, Axis axis,
   T loss2 = 0;
   try {
     loss2 = smax::cross_entropy_with_grad_into(gmap, x, targets, axis, opt);
-  } catch (const smax::error&) {
+  } catch (const smax::error& e) {
+    smax_fuzz::note_error(e);
     threw = true;
   }
   SMAX_FUZZ_CHECK(threw == !valid, "cross_entropy_with_grad_into threw %d", int(threw));
@@ -126,7 +128,8 @@ void run_with(bytes& in, const M& x, const Targets& targets, Axis axis,
   threw = false;
   try {
     smax::cross_entropy_per_sample_into(per, x, targets, axis, opt);
-  } catch (const smax::error&) {
+  } catch (const smax::error& e) {
+    smax_fuzz::note_error(e);
     threw = true;
   }
   SMAX_FUZZ_CHECK(threw == !valid_common, "per_sample_into threw %d, expected %d", int(threw),
@@ -185,8 +188,18 @@ void run_with(bytes& in, const M& x, const Targets& targets, Axis axis,
     total_scale += loss_scale;
     SMAX_FUZZ_CHECK(l >= T(0) || probs != nullptr, "negative loss %g", double(l));
     const ld ltol = (64 + 4 * static_cast<ld>(s.classes)) * eps<T> * loss_scale + tiny<T>;
-    SMAX_FUZZ_CHECK(close(l, lref, ltol), "sample %ld: loss %.9Lg, reference %.9Lg (tol %Lg)",
-                    long(n), static_cast<ld>(l), lref, ltol);
+    if (!close(l, lref, ltol)) {
+      for (Index c = 0; c < s.classes; ++c) {
+        std::fprintf(stderr, "  x[%ld] = %.9g%s", long(c), double(row[static_cast<size_t>(c)]),
+                     probs ? "" : "\n");
+        if (probs) std::fprintf(stderr, ", q = %.9g\n", double(q[static_cast<size_t>(c)]));
+      }
+    }
+    SMAX_FUZZ_CHECK(close(l, lref, ltol),
+                    "sample %ld: loss %.9Lg, reference %.9Lg (tol %Lg, T %g, smoothing %g, "
+                    "target %ld, %s targets)",
+                    long(n), static_cast<ld>(l), lref, ltol, double(opt.temperature),
+                    double(opt.label_smoothing), long(y), probs ? "probability" : "index");
     for (Index c = 0; c < s.classes; ++c) {
       const T g = s.rowwise ? gb(n, c) : gb(c, n);
       const ld gr = gref[static_cast<std::size_t>(c)];
@@ -260,9 +273,9 @@ void run(bytes& in) {
       weights.push_back(in.in(0, 20) == 0 ? in.value<T>() : static_cast<T>(in.byte()) / T(64));
     }
     opt.weight = smax::class_weights<T>(weights.data(), static_cast<Index>(weights.size()));
-    // An empty std::vector has data() == nullptr: class_weights(nullptr, 0) means "no
-    // weights", not a wrong length.
-    bool ok = static_cast<Index>(weights.size()) == s.classes || weights.empty();
+    // Weights bound to an empty vector have length 0 (not "no weights"): wrong unless the
+    // logits have no classes either.
+    bool ok = static_cast<Index>(weights.size()) == s.classes;
     for (T v : weights) ok = ok && !std::isnan(v) && v >= T(0);
     valid_common = valid_common && ok;
   }

@@ -56,7 +56,8 @@ void check(bytes& in, const M& s, const M& t, Axis axis, bool rowwise) {
   try {
     per = Eigen::Map<const Vec<T>>(smax::distillation_loss_per_sample(s, tt, axis, opt).data(),
                                    samples);
-  } catch (const smax::error&) {
+  } catch (const smax::error& e) {
+    smax_fuzz::note_error(e);
     threw = true;
   }
   SMAX_FUZZ_CHECK(threw == !valid, "per_sample threw %d", int(threw));

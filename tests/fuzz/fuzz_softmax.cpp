@@ -96,7 +96,8 @@ void run_batch(bytes& in, const M& z, Axis axis, T t, bool valid) {
   try {
     sm = smax::softmax(z, axis, t);
     ls = smax::log_softmax(z, axis, t);
-  } catch (const smax::error&) {
+  } catch (const smax::error& e) {
+    smax_fuzz::note_error(e);
     threw = true;
   }
   SMAX_FUZZ_CHECK(threw == !valid, "softmax(T = %g) threw %d, expected %d", double(t), int(threw),
@@ -107,7 +108,8 @@ void run_batch(bytes& in, const M& z, Axis axis, T t, bool valid) {
   threw = false;
   try {
     smax::softmax_into(out, z, axis, t);
-  } catch (const smax::error&) {
+  } catch (const smax::error& e) {
+    smax_fuzz::note_error(e);
     threw = true;
   }
   SMAX_FUZZ_CHECK(threw == !valid, "softmax_into threw %d", int(threw));
@@ -172,7 +174,8 @@ void run(bytes& in) {
     try {
       sm = smax::softmax(v, t);
       ls = smax::log_softmax(v, t);
-    } catch (const smax::error&) {
+    } catch (const smax::error& e) {
+      smax_fuzz::note_error(e);
       threw = true;
     }
     SMAX_FUZZ_CHECK(threw == !valid, "vector softmax threw %d", int(threw));

@@ -16,7 +16,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <limits>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -25,6 +27,15 @@
 #include <Eigen/Core>
 
 namespace smax_fuzz {
+
+/// The message of the last smax::error a target caught, printed when an invariant fails.
+inline std::string& last_error() {
+  static std::string message = "(none)";
+  return message;
+}
+
+/// Records a caught error's message for the failure report.
+inline void note_error(const std::exception& e) { last_error() = e.what(); }
 
 using Index = Eigen::Index;
 using ld = long double;
@@ -42,7 +53,7 @@ using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
     if (!(cond)) {                                                                          \
       std::fprintf(stderr, "\n%s:%d: invariant failed: %s\n  ", __FILE__, __LINE__, #cond); \
       std::fprintf(stderr, __VA_ARGS__);                                                    \
-      std::fprintf(stderr, "\n");                                                           \
+      std::fprintf(stderr, "\n  last smax::error: %s\n", smax_fuzz::last_error().c_str());  \
       std::abort();                                                                         \
     }                                                                                       \
   } while (0)
@@ -342,7 +353,8 @@ typename Plain::Scalar check_loss_forms(const char* name, Index rows, Index cols
   T loss = 0;
   try {
     loss = loss_fn();
-  } catch (const smax::error&) {
+  } catch (const smax::error& e) {
+    smax_fuzz::note_error(e);
     threw = true;
   }
   SMAX_FUZZ_CHECK(threw == !valid, "%s threw %d", name, int(threw));
@@ -352,7 +364,8 @@ typename Plain::Scalar check_loss_forms(const char* name, Index rows, Index cols
   T loss2 = 0;
   try {
     loss2 = into_fn(gm);
-  } catch (const smax::error&) {
+  } catch (const smax::error& e) {
+    smax_fuzz::note_error(e);
     threw = true;
   }
   SMAX_FUZZ_CHECK(threw == !valid, "%s with_grad_into threw %d", name, int(threw));

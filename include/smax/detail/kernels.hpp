@@ -949,8 +949,14 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
     const T g = static_cast<T>(gs);
     if (temperature == T(1)) {
       for (Index i = 0; i < n; ++i) out[i] = y[i] * (dy[i] - g);
-    } else {
+    } else if (temperature > T(1)) {
       for (Index i = 0; i < n; ++i) out[i] = y[i] * (dy[i] - g) / temperature;
+    } else {
+      for (Index i = 0; i < n; ++i) {
+        const T q = (dy[i] - g) / temperature;
+        out[i] = std::fabs(q) <= std::numeric_limits<T>::max() ? y[i] * q
+                                                               : y[i] * (dy[i] - g) / temperature;
+      }
     }
     return;
   }
@@ -959,8 +965,13 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
     const T g = static_cast<T>(dot_blocks(y, ys, dy, dys, n));
     if (temperature == T(1)) {
       om = ym * (dym - g);
-    } else {
+    } else if (temperature > T(1)) {
       om = ym * (dym - g) / temperature;
+    } else {
+      // Below T = 1, y (dy - g) rounded on the subnormal grid and then divided by T would
+      // carry an error of denorm_min / T: divide first, unless (dy - g) / T overflows.
+      const auto q = (dym - g) / temperature;
+      om = (q.abs() <= std::numeric_limits<T>::max()).select(ym * q, ym * (dym - g) / temperature);
     }
   });
 }

@@ -658,7 +658,12 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
     return off_hot ? static_cast<A>(inf) : A(0);
   }
   const shift<T> sh(m, temperature);
-  const ce_totals<T> tot = model.totals(x, xs, n, sh);
+  // Below T = 1 the linear term is summed as a_c (max - x_c) and divided by T once, in A:
+  // (max - x_c) / T alone overflows T when T is tiny although a small a_c (smoothing, a
+  // small weight) brings the product back into range.
+  const bool unscaled_linear = temperature < T(1);
+  ce_totals<T> tot = model.totals(x, xs, n, unscaled_linear ? shift<T>(m, T(1)) : sh);
+  if (unscaled_linear) tot.linear /= static_cast<A>(temperature);
   pairwise_sum<A> acc;
   if (g != nullptr) {
     exp_sum<true>(x, xs, g, gs, n, sh, acc);
@@ -767,16 +772,23 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
     const auto neg_s = [&](const Packet& v, Index k) {  // -s >= 0
       return divide ? ei::pdiv(ei::psub(hmax[k], ei::pmul(half, v)), hT) : ei::psub(hmax[k], v);
     };
-    const auto scalar_neg_s = [&](T v, Index i) {
-      return divide ? (hm[i] - sh0.half * v) / sh0.hT : hm[i] - v;
+    // The linear term as ce_sample forms it: below T = 1, sum_c a_c (max - x_c), divided
+    // by T once at the end, in A.
+    const bool unscaled_linear = pp.temperature < T(1);  // then half = 1 and hmax = max
+    const auto neg_lin = [&](const Packet& v, Index k) {
+      return unscaled_linear ? ei::psub(hmax[k], v) : neg_s(v, k);
+    };
+    const auto scalar_neg_lin = [&](T v, Index i) {
+      return unscaled_linear ? hm[i] - v : divide ? (hm[i] - sh0.half * v) / sh0.hT : hm[i] - v;
     };
 
     // The linear term sum_c a_c (-s_c), read before any gradient is written (g may be x).
     A linear[W];
     for (Index i = 0; i < W; ++i) {
-      linear[i] = (ignored[i] || hot[i] == T(0))
-                      ? A(0)
-                      : static_cast<A>(hot[i]) * static_cast<A>(scalar_neg_s(x[i + y[i] * ld], i));
+      linear[i] =
+          (ignored[i] || hot[i] == T(0))
+              ? A(0)
+              : static_cast<A>(hot[i]) * static_cast<A>(scalar_neg_lin(x[i + y[i] * ld], i));
     }
     // Adds the block sums bs into the per-sample totals in A.
     const auto flush = [&](Packet* bs, A* total) {
@@ -797,12 +809,15 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
           const Packet wp = ei::pset1<Packet>(wc);
           for (Index k = 0; k < K; ++k) {
             bs[k] =
-                ei::padd(bs[k], ei::pmul(wp, neg_s(ei::ploadu<Packet>(x + c * ld + k * ps), k)));
+                ei::padd(bs[k], ei::pmul(wp, neg_lin(ei::ploadu<Packet>(x + c * ld + k * ps), k)));
           }
         }
         if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, smooth_sum);
       }
       for (Index i = 0; i < W; ++i) linear[i] += static_cast<A>(pp.smooth) * smooth_sum[i];
+    }
+    if (unscaled_linear) {
+      for (Index i = 0; i < W; ++i) linear[i] /= static_cast<A>(pp.temperature);
     }
 
     // Pass 2: exp(s) into g, and its sums.
@@ -880,12 +895,16 @@ struct log_softmax_state {
   Index hot = -1;
 
   /// out[i] = log p_{c0 + i} for the len entries x[0], x[xs], ... of classes c0, c0 + 1, ...
-  void write_log_p(const T* x, Index xs, Index len, Index c0, T* out) const {
+  /// Scaled (only for T <= 1): T log p_{c0 + i} = (x - max) - T log s, which stays finite
+  /// where log p itself overflows (a tiny T).
+  void write_log_p(const T* x, Index xs, Index len, Index c0, T* out, bool scaled = false) const {
     using Vec = Eigen::Array<T, Eigen::Dynamic, 1>;
     Eigen::Map<Vec> om(out, len);
     if (k == kind::finite) {
       with_map(x, len, xs, [&](const auto& xm) {
-        if (sh.divide) {
+        if (scaled) {
+          om = (xm - sh.hmax) - sh.hT * log_s;
+        } else if (sh.divide) {
           om = (sh.half * xm - sh.hmax) / sh.hT - log_s;
         } else {
           om = (xm - sh.hmax) - log_s;
@@ -928,11 +947,13 @@ log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T tem
   return st;
 }
 
-/// KL(q || p) = sum_c q_c (log q_c - log p_c) of one sample, q = softmax(t / T) (teacher),
-/// p = softmax(s / T) (student), terms with q_c = 0 contributing 0. When g is not null, also
-/// writes g_c = gscale * (p_c - q_c). g may alias s or t exactly (entry c of both is read
-/// before g_c is written). Passes: max and exp-sum of each side, then one sweep in chunks
-/// with the vectorised exp.
+/// T^2 KL(q || p) = T^2 sum_c q_c (log q_c - log p_c) of one sample, q = softmax(t / T)
+/// (teacher), p = softmax(s / T) (student), terms with q_c = 0 contributing 0. When g is not
+/// null, also writes g_c = gscale * (p_c - q_c). g may alias s or t exactly (entry c of both
+/// is read before g_c is written). Passes: max and exp-sum of each side, then one sweep in
+/// chunks with the vectorised exp. For T < 1 the sweep works on T log p and T log q and
+/// multiplies by T once: log p alone overflows when T is tiny (a subnormal T, or 1e37
+/// logits at T = 0.03) although T^2 KL is finite.
 template <typename T>
 acc_t<T> kl_sample(const T* s, Index ss, const T* t, Index ts, Index n, T temperature, T* g,
                    Index gs, T gscale) {
@@ -947,6 +968,7 @@ acc_t<T> kl_sample(const T* s, Index ss, const T* t, Index ts, Index n, T temper
     if (g != nullptr) fill(g, n, gs, nan);
     return static_cast<A>(nan);
   }
+  const bool scaled = temperature < T(1);
   pairwise_sum<A> total;
   alignas(64) T lp[gather_size];
   alignas(64) T lq[gather_size];
@@ -954,20 +976,33 @@ acc_t<T> kl_sample(const T* s, Index ss, const T* t, Index ts, Index n, T temper
   alignas(64) T q[gather_size];
   for (Index i0 = 0; i0 < n; i0 += gather_size) {
     const Index len = std::min(gather_size, n - i0);
-    sp.write_log_p(s + i0 * ss, ss, len, i0, lp);
-    tq.write_log_p(t + i0 * ts, ts, len, i0, lq);
+    sp.write_log_p(s + i0 * ss, ss, len, i0, lp, scaled);
+    tq.write_log_p(t + i0 * ts, ts, len, i0, lq, scaled);
     const Eigen::Map<const Vec> lpm(lp, len), lqm(lq, len);
     Eigen::Map<Vec> pm(p, len), qm(q, len);
-    exp_n(lq, q, len);
+    if (scaled) {
+      // q from the unscaled log q: T log q / T would carry the subnormal rounding of T log s
+      // (a subnormal T) into q. Where log q overflows to -inf, q is 0 anyway.
+      tq.write_log_p(t + i0 * ts, ts, len, i0, q);
+      exp_n(q, q, len);
+    } else {
+      exp_n(lq, q, len);
+    }
     // Chunk sums in T, chunks combined in A (the terms carry their own rounding anyway).
     total.add(static_cast<A>(block_sum(qm.binaryExpr(lqm - lpm, zero_safe_product_op<T>()))));
     if (g != nullptr) {
-      exp_n(lp, p, len);
+      if (scaled) {
+        sp.write_log_p(s + i0 * ss, ss, len, i0, p);
+        exp_n(p, p, len);
+      } else {
+        exp_n(lp, p, len);
+      }
       pm = gscale * (pm - qm);
       with_map(g + i0 * gs, len, gs, [&](auto&& gm) { gm = pm; });
     }
   }
-  return total.total();
+  const A tt = static_cast<A>(temperature);
+  return scaled ? tt * total.total() : tt * tt * total.total();
 }
 
 // ---------------------------------------------------------------------------------------
