@@ -481,6 +481,25 @@ TYPED_TEST(CrossEntropy, SmoothingAtTinyTemperatureGivesAFiniteLoss) {
   EXPECT_TRUE(close(smax::cross_entropy(z0, y[0], of.o), ref.per_sample[0], tol<T>::rel * 16));
 }
 
+// gscale / T overflows at a subnormal T (double: 1 / 4.9e-322), but (A p_c - a_c) / T can
+// be an ordinary number: with label smoothing eps = 1000 denorm_min and T = 100 denorm_min
+// the class the target does not name gets -eps / (2 T) = -5. It was -inf, and 0 * inf =
+// NaN on the one-hot (+inf logit) path (found by fuzz_cross_entropy).
+TYPED_TEST(CrossEntropy, SubnormalTemperatureKeepsFiniteGradientsFinite) {
+  using T = TypeParam;
+  smax::cross_entropy_options<T> o;
+  o.temperature = std::numeric_limits<T>::denorm_min() * T(100);
+  o.label_smoothing = std::numeric_limits<T>::denorm_min() * T(1000);
+  const T inf = std::numeric_limits<T>::infinity();
+  for (const T first : {T(0), inf}) {
+    Vec<T> z(2);
+    z << first, T(-7.9375);
+    const auto r = smax::cross_entropy_with_grad(z, 0, o);
+    EXPECT_TRUE(std::isfinite(r.grad(0))) << r.grad(0);  // 5 minus a cancellation
+    EXPECT_NEAR(static_cast<double>(r.grad(1)), -5.0, 1e-5) << "z0 = " << first;
+  }
+}
+
 TYPED_TEST(CrossEntropy, ProbabilityTargetsMatchReferenceForEveryCombination) {
   using T = TypeParam;
   const Mat<T> z = smax_test::loss::random_matrix<T>(5, 4, 12);

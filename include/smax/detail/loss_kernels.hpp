@@ -609,6 +609,15 @@ struct probability_model {
   }
 };
 
+/// gscale * d / T, for a T so small that gscale / T overflows: exactly 0 for d = 0 (never
+/// 0 * inf), finite wherever the true value is.
+template <typename A>
+A scale_gradient(A d, A gscale, A temperature) {
+  if (d == A(0)) return A(0);
+  const A q = d / temperature;
+  return is_finite(q) ? q * gscale : d * gscale / temperature;
+}
+
 /// Loss sum_c a_c (-log p_c) of one sample of length n (p = softmax(x / T)); when g is not
 /// null, also writes g_c = gscale * (A p_c - a_c) / T. g may alias x exactly: x is read in
 /// full (max, linear term) before the exp-sum pass stores exp(s_c) into g, and the final
@@ -650,9 +659,9 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
       off_hot = off_hot || (c != hot && a != T(0));
     }
     if (g != nullptr) {
-      const T k2 = gscale / temperature;
       for (Index c = 0; c < n; ++c) {
-        g[c * gs] = k2 * ((c == hot ? static_cast<T>(a_sum) : T(0)) - model.coef(c));
+        const A d = (c == hot ? a_sum : A(0)) - static_cast<A>(model.coef(c));
+        g[c * gs] = static_cast<T>(scale_gradient(d, static_cast<A>(gscale), A(temperature)));
       }
     }
     return off_hot ? static_cast<A>(inf) : A(0);
@@ -681,7 +690,7 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
       // or inf - inf. Form A p - a first: the gradient is then +-inf, or exactly 0.
       for (Index c = 0; c < n; ++c) {
         const A d = tot.a_sum * static_cast<A>(g[c * gs]) / s - static_cast<A>(model.coef(c));
-        g[c * gs] = d == A(0) ? T(0) : static_cast<T>(d * k2);
+        g[c * gs] = static_cast<T>(scale_gradient(d, static_cast<A>(gscale), A(temperature)));
       }
     }
   }
