@@ -6,10 +6,12 @@
 /// Umbrella header: everything smax offers.
 
 #include <smax/axis.hpp>
+#include <smax/causal.hpp>
 #include <smax/cross_entropy.hpp>
 #include <smax/distillation.hpp>
 #include <smax/error.hpp>
 #include <smax/logsumexp_accumulator.hpp>
+#include <smax/sample.hpp>
 #include <smax/sigmoid.hpp>
 #include <smax/softmax.hpp>
 #include <smax/version.hpp>
