@@ -22,7 +22,7 @@ struct causal_mask {
 
   /// True when entry (query, key) is kept.
   constexpr bool keeps(Eigen::Index query, Eigen::Index key) const {
-    return key <= query + offset;
+    return key - query <= offset;  // not key <= query + offset: that overflows near Index max
   }
 };
 

@@ -11,6 +11,7 @@
 #include <smax/distillation.hpp>
 #include <smax/error.hpp>
 #include <smax/logsumexp_accumulator.hpp>
+#include <smax/masked_softmax.hpp>
 #include <smax/sample.hpp>
 #include <smax/sigmoid.hpp>
 #include <smax/softmax.hpp>

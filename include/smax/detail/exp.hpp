@@ -218,11 +218,25 @@ EIGEN_ALWAYS_INLINE Packet pexp_accurate(const Packet& x) {
     result = ei::pldexp(p, k);
   }
 #else
-  if (!pow2_from_bits<Packet>::available ||
-      any_outside(k, ei::pset1<Packet>(C::min_k), ei::pset1<Packet>(C::max_k))) {
+  if (!pow2_from_bits<Packet>::available) {
     result = ei::pldexp(p, k);
-  } else {
+  } else if (!any_outside(k, ei::pset1<Packet>(C::min_k), ei::pset1<Packet>(C::max_k))) {
     result = ei::pmul(p, pow2_from_bits<Packet>::run(j));
+  } else {
+    // Lanes at or below lo (masks: -inf) are exactly 0: select it rather than scale them
+    // through pldexp, whose subnormal intermediates cost microcode assists (softmax of a
+    // 1024x1000 float matrix half -inf: 1.57 -> 0.52 ms).
+    const Packet zero = ei::pcmp_le(x, ei::pset1<Packet>(C::lo));
+    const Packet kz = ei::pselect(zero, ei::pset1<Packet>(T(0)), k);
+    if (!any_outside(kz, ei::pset1<Packet>(C::min_k), ei::pset1<Packet>(C::max_k))) {
+      // Those lanes scale by 2^(min_k + 1) before the select: times p >= 0.7 it is still
+      // normal (a subnormal product would cost an assist, as the underflow does).
+      const Packet jz = ei::pselect(zero, ei::pset1<Packet>(C::magic + C::min_k + 1), j);
+      result =
+          ei::pselect(zero, ei::pset1<Packet>(T(0)), ei::pmul(p, pow2_from_bits<Packet>::run(jz)));
+    } else {
+      result = ei::pldexp(p, k);
+    }
   }
 #endif
 #if !defined(EIGEN_VECTORIZE_SSE)
