@@ -10,6 +10,7 @@
 #include <smax/cross_entropy.hpp>
 #include <smax/distillation.hpp>
 #include <smax/error.hpp>
+#include <smax/linear_cross_entropy.hpp>
 #include <smax/logsumexp_accumulator.hpp>
 #include <smax/masked_softmax.hpp>
 #include <smax/sample.hpp>
