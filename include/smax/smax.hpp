@@ -5,6 +5,7 @@
 /// \file
 /// Umbrella header: everything smax offers.
 
+#include <smax/attention.hpp>
 #include <smax/axis.hpp>
 #include <smax/causal.hpp>
 #include <smax/cross_entropy.hpp>
