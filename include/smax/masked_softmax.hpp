@@ -865,16 +865,8 @@ void masked_backward_into(const char* function, const Eigen::DenseBase<Out>& out
                           const Eigen::DenseBase<Y>& y, const Eigen::DenseBase<DY>& dy,
                           const M& mask, Axis axis, typename Y::Scalar temperature) {
   using T = typename Y::Scalar;
-  static_check_scalar<Y>();
-  static_assert(std::is_same_v<typename DY::Scalar, T>,
-                "smax: 'dy' must have the same scalar type as 'y'");
-  static_check_output<Out, Y>();
-  static_check_same_shape<Y, DY>();
-  static_check_same_shape<Out, Y>();
   static_check_mask<Y, M>();
-  const char* y_name = Op == backward_op::softmax ? "y" : "logy";
-  check_backward_temperature(function, temperature);
-  check_same_shape(function, y, dy, y_name);
+  const char* y_name = check_backward_inputs<Op, Out>(function, y, dy, temperature);
   check_mask_shape(function, y, mask, y_name);
   check_output_shape(function, out, y.rows(), y.cols(), y_name);
   with_mask(mask, [&](const auto& mm) {

@@ -176,13 +176,13 @@ constexpr void static_check_vector(const char* /*function*/) {
 
 enum class backward_op { softmax, log_softmax };
 
-template <backward_op Op, typename Out, typename Y, typename DY, typename Axis>
-void backward_into(const char* function, const Eigen::DenseBase<Out>& out,
-                   const Eigen::DenseBase<Y>& y, const Eigen::DenseBase<DY>& dy, Axis axis,
-                   typename Y::Scalar temperature) {
-  using T = typename Y::Scalar;
+/// The checks every backward pass starts with (types, temperature, dy's shape; the output's
+/// shape is left to the caller, which may check more first). Returns the name of y.
+template <backward_op Op, typename Out, typename Y, typename DY>
+const char* check_backward_inputs(const char* function, const Eigen::DenseBase<Y>& y,
+                                  const Eigen::DenseBase<DY>& dy, typename Y::Scalar temperature) {
   static_check_scalar<Y>();
-  static_assert(std::is_same_v<typename DY::Scalar, T>,
+  static_assert(std::is_same_v<typename DY::Scalar, typename Y::Scalar>,
                 "smax: 'dy' must have the same scalar type as 'y'");
   static_check_output<Out, Y>();
   static_check_same_shape<Y, DY>();
@@ -190,6 +190,15 @@ void backward_into(const char* function, const Eigen::DenseBase<Out>& out,
   const char* y_name = Op == backward_op::softmax ? "y" : "logy";
   check_backward_temperature(function, temperature);
   check_same_shape(function, y, dy, y_name);
+  return y_name;
+}
+
+template <backward_op Op, typename Out, typename Y, typename DY, typename Axis>
+void backward_into(const char* function, const Eigen::DenseBase<Out>& out,
+                   const Eigen::DenseBase<Y>& y, const Eigen::DenseBase<DY>& dy, Axis axis,
+                   typename Y::Scalar temperature) {
+  using T = typename Y::Scalar;
+  const char* y_name = check_backward_inputs<Op, Out>(function, y, dy, temperature);
   check_output_shape(function, out, y.rows(), y.cols(), y_name);
   with_readable(y, out, [&](const auto& yy) {
     with_readable(dy, out, [&](const auto& dd) {

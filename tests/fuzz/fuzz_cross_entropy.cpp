@@ -244,17 +244,7 @@ void run(bytes& in) {
 
   smax::cross_entropy_options<T> opt;
   bool valid_common = true, valid_scalar = true;
-  switch (in.byte() % 3) {
-    case 0:
-      opt.reduction = smax::reduction::mean;
-      break;
-    case 1:
-      opt.reduction = smax::reduction::sum;
-      break;
-    default:
-      opt.reduction = smax::reduction::none;
-      valid_scalar = false;  // the scalar forms reject none
-  }
+  valid_scalar = pick_reduction(in, opt.reduction);  // none: the scalar forms reject it
   if (in.flag()) {
     opt.label_smoothing = in.flag() ? static_cast<T>(in.byte()) / T(255) : in.value<T>();
   }

@@ -27,16 +27,7 @@ void check(bytes& in, const M& s, const M& t, Axis axis, bool rowwise) {
   using Plain = typename M::PlainObject;
   smax::distillation_options<T> opt;
   bool valid = true, valid_scalar = true;
-  switch (in.byte() % 3) {
-    case 0:
-      break;
-    case 1:
-      opt.reduction = smax::reduction::sum;
-      break;
-    default:
-      opt.reduction = smax::reduction::none;
-      valid_scalar = false;
-  }
+  valid_scalar = pick_reduction(in, opt.reduction);  // none: the scalar forms reject it
   if (in.flag()) opt.temperature = in.temperature<T>();
   valid = valid && std::isfinite(opt.temperature) && opt.temperature > T(0);
   const bool bad_shape = in.in(0, 20) == 0;

@@ -72,16 +72,7 @@ void check_bce(bytes& in, const M& x, const M& y, Axis axis, bool rowwise) {
   smax::binary_cross_entropy_options<T> opt;
   const Index classes = rowwise ? x.cols() : x.rows();
   bool valid = true, valid_scalar = true;
-  switch (in.byte() % 3) {
-    case 0:
-      break;
-    case 1:
-      opt.reduction = smax::reduction::sum;
-      break;
-    default:
-      opt.reduction = smax::reduction::none;
-      valid_scalar = false;
-  }
+  valid_scalar = pick_reduction(in, opt.reduction);  // none: the scalar forms reject it
   std::vector<T> pw, w;
   const auto make_weights = [&](std::vector<T>& v) {
     const std::uint8_t k = in.byte();

@@ -59,6 +59,7 @@ using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
   } while (0)
 
 /// Reads the fuzzer's bytes front to back; past the end every read gives 0.
+
 class bytes {
  public:
   bytes(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
@@ -393,5 +394,21 @@ typename Plain::Scalar check_loss_forms(const char* name, Index rows, Index cols
     }                                                                                 \
     return 0;                                                                         \
   }
+
+/// Picks a loss reduction from one byte: mean (the options' default), sum or none. Returns
+/// false for none, which the scalar-valued forms reject.
+template <typename Reduction>
+bool pick_reduction(bytes& in, Reduction& reduction) {
+  switch (in.byte() % 3) {
+    case 0:
+      return true;
+    case 1:
+      reduction = Reduction::sum;
+      return true;
+    default:
+      reduction = Reduction::none;
+      return false;
+  }
+}
 
 }  // namespace smax_fuzz

@@ -667,12 +667,15 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
     return off_hot ? static_cast<A>(inf) : A(0);
   }
   const shift<T> sh(m, temperature);
-  // Below T = 1 the linear term is summed as a_c (max - x_c) and divided by T once, in A:
-  // (max - x_c) / T alone overflows T when T is tiny although a small a_c (smoothing, a
-  // small weight) brings the product back into range.
-  const bool unscaled_linear = temperature < T(1);
-  ce_totals<T> tot = model.totals(x, xs, n, unscaled_linear ? shift<T>(m, T(1)) : sh);
-  if (unscaled_linear) tot.linear /= static_cast<A>(temperature);
+  ce_totals<T> tot = model.totals(x, xs, n, sh);
+  if (temperature < T(1) && !is_finite(tot.linear)) {
+    // (max - x_c) / T overflowed T (a tiny T) although a small a_c (smoothing, a small
+    // weight) may bring the product back into range: sum a_c (max - x_c) and divide by T
+    // once, in A. Only then: with a subnormal a_c that product loses digits the scaled
+    // form keeps.
+    tot = model.totals(x, xs, n, shift<T>(m, T(1)));
+    tot.linear /= static_cast<A>(temperature);
+  }
   pairwise_sum<A> acc;
   if (g != nullptr) {
     exp_sum<true>(x, xs, g, gs, n, sh, acc);
@@ -781,23 +784,16 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
     const auto neg_s = [&](const Packet& v, Index k) {  // -s >= 0
       return divide ? ei::pdiv(ei::psub(hmax[k], ei::pmul(half, v)), hT) : ei::psub(hmax[k], v);
     };
-    // The linear term as ce_sample forms it: below T = 1, sum_c a_c (max - x_c), divided
-    // by T once at the end, in A.
-    const bool unscaled_linear = pp.temperature < T(1);  // then half = 1 and hmax = max
-    const auto neg_lin = [&](const Packet& v, Index k) {
-      return unscaled_linear ? ei::psub(hmax[k], v) : neg_s(v, k);
-    };
-    const auto scalar_neg_lin = [&](T v, Index i) {
-      return unscaled_linear ? hm[i] - v : divide ? (hm[i] - sh0.half * v) / sh0.hT : hm[i] - v;
+    const auto scalar_neg_s = [&](T v, Index i) {
+      return divide ? (hm[i] - sh0.half * v) / sh0.hT : hm[i] - v;
     };
 
     // The linear term sum_c a_c (-s_c), read before any gradient is written (g may be x).
     A linear[W];
     for (Index i = 0; i < W; ++i) {
-      linear[i] =
-          (ignored[i] || hot[i] == T(0))
-              ? A(0)
-              : static_cast<A>(hot[i]) * static_cast<A>(scalar_neg_lin(x[i + y[i] * ld], i));
+      linear[i] = (ignored[i] || hot[i] == T(0))
+                      ? A(0)
+                      : static_cast<A>(hot[i]) * static_cast<A>(scalar_neg_s(x[i + y[i] * ld], i));
     }
     // Adds the block sums bs into the per-sample totals in A.
     const auto flush = [&](Packet* bs, A* total) {
@@ -818,15 +814,16 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
           const Packet wp = ei::pset1<Packet>(wc);
           for (Index k = 0; k < K; ++k) {
             bs[k] =
-                ei::padd(bs[k], ei::pmul(wp, neg_lin(ei::ploadu<Packet>(x + c * ld + k * ps), k)));
+                ei::padd(bs[k], ei::pmul(wp, neg_s(ei::ploadu<Packet>(x + c * ld + k * ps), k)));
           }
         }
         if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, smooth_sum);
       }
       for (Index i = 0; i < W; ++i) linear[i] += static_cast<A>(pp.smooth) * smooth_sum[i];
     }
-    if (unscaled_linear) {
-      for (Index i = 0; i < W; ++i) linear[i] /= static_cast<A>(pp.temperature);
+    for (Index i = 0; i < W; ++i) {
+      // An overflowed term: ce_sample's unscaled sum (nothing is written yet).
+      if (!is_finite(linear[i])) return false;
     }
 
     // Pass 2: exp(s) into g, and its sums.
