@@ -622,7 +622,7 @@ int gradient_exp_scale(acc_t<T> a_sum, T temperature, Index n) {
   int bits = 0;
   for (Index m = n; m > 0; m >>= 1) ++bits;
   const int k_max = std::numeric_limits<T>::max_exponent - 2 - bits;
-  const int k = static_cast<int>(std::ilogb(a_sum)) - static_cast<int>(std::ilogb(temperature)) + 2;
+  const int k = exponent_of(a_sum) - exponent_of(temperature) + 2;
   return std::clamp(k, 0, k_max);
 }
 
@@ -630,8 +630,8 @@ int gradient_exp_scale(acc_t<T> a_sum, T temperature, Index n) {
 /// overflowed T: each term as a_c ((max - x_c) / T) where that quotient is finite, else as
 /// (a_c / T) (max - x_c), else a_c (max - x_c) / T. Dividing the coefficient first keeps a
 /// subnormal a_c exact (a_c / T is normal), where a_c (max - x_c) would round it on the
-/// subnormal grid (the fuzz input regressions/.../subnormal-coefficient-unscaled-linear:
-/// a_c = -1.1e-321, T = 5.4e-323, loss off by 1.1e-4 relative).
+/// subnormal grid (fuzz input corpus/fuzz_cross_entropy/subnormal-coefficient-unscaled-
+/// linear: a_c = -1.1e-321, T = 5.4e-323, loss off by 1.1e-4 relative).
 template <typename T, typename Model>
 acc_t<T> unscaled_linear(const T* x, Index xs, Index n, T max, T temperature, const Model& model) {
   using A = acc_t<T>;
@@ -878,54 +878,84 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
     // Pass 2: exp(s) 2^K into g (K per sample, as ce_sample picks it: 0 from T = 1 up), and
     // its sums.
     const A a_smooth = static_cast<A>(pp.smooth) * pp.w_sum;
-    int scale[W];
-    bool scaled = false;
-    for (Index i = 0; i < W; ++i) {
-      scale[i] = gradient_exp_scale<T>(static_cast<A>(hot[i]) + a_smooth, pp.temperature, n);
-      scaled = scaled || scale[i] != 0;
+    int scale[W] = {};
+    bool scaled = false, uniform = true;
+    if (pp.temperature < T(1)) {
+      // Without weights every sample has the same A, hence the same K (the ignored ones
+      // whatever K: their rows become 0): computed once, it costs nothing on short rows.
+      Index first = -1;
+      for (Index i = 0; i < W; ++i) {
+        if (ignored[i]) continue;
+        if (first < 0) first = i;
+        uniform = uniform && hot[i] == hot[first];
+      }
+      if (uniform) {
+        const int k = first < 0 ? 0
+                                : gradient_exp_scale<T>(static_cast<A>(hot[first]) + a_smooth,
+                                                        pp.temperature, n);
+        for (Index i = 0; i < W; ++i) scale[i] = k;
+        scaled = k != 0;
+      } else {
+        for (Index i = 0; i < W; ++i) {
+          scale[i] = gradient_exp_scale<T>(static_cast<A>(hot[i]) + a_smooth, pp.temperature, n);
+          scaled = scaled || scale[i] != 0;
+        }
+      }
     }
     A sum[W] = {};
-    const auto exp_pass = [&](auto scaled_tag) {
-      constexpr bool Scaled = decltype(scaled_tag)::value;
-      Packet kk[K], lo_k[K];
-      for (Index k = 0; k < K; ++k) kk[k] = lo_k[k] = ei::pset1<Packet>(T(0));
-      if constexpr (Scaled) {
-        alignas(64) T kb[W];
-        alignas(64) T lb[W];
-        for (Index i = 0; i < W; ++i) {
-          const exp_scale<T> sc(scale[i]);
-          kb[i] = sc.kk;
-          lb[i] = sc.lo_k;
-        }
-        for (Index k = 0; k < K; ++k) {
-          kk[k] = ei::ploadu<Packet>(kb + k * ps);
-          lo_k[k] = ei::ploadu<Packet>(lb + k * ps);
-        }
-      }
+    {
       Packet bs[K];
       for (Index k = 0; k < K; ++k) bs[k] = ei::pset1<Packet>(T(0));
-      for (Index c = 0; c < n; ++c) {
-        for (Index k = 0; k < K; ++k) {
-          const Packet v = ei::ploadu<Packet>(x + c * ld + k * ps);
-          const Packet e = pexp_maybe_scaled<Scaled>(kk[k], lo_k[k], ei::pnegate(neg_s(v, k)));
-          if (g != nullptr) ei::pstoreu(g + c * gld + k * ps, e);
-          bs[k] = ei::padd(bs[k], e);
+      if (!scaled) {
+        for (Index c = 0; c < n; ++c) {
+          for (Index k = 0; k < K; ++k) {
+            const Packet v = ei::ploadu<Packet>(x + c * ld + k * ps);
+            const Packet e = pexp_accurate(ei::pnegate(neg_s(v, k)));
+            if (g != nullptr) ei::pstoreu(g + c * gld + k * ps, e);
+            bs[k] = ei::padd(bs[k], e);
+          }
+          if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, sum);
         }
-        if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, sum);
+      } else {
+        // The same loop with pexp_scaled, written out: a lambda shared by both slowed the
+        // unscaled loop by ~25% (clang, direct panels).
+        Packet kk[K], lo_k[K];
+        if (uniform) {
+          const exp_scale<T> sc(scale[0]);
+          for (Index k = 0; k < K; ++k) {
+            kk[k] = ei::pset1<Packet>(sc.kk);
+            lo_k[k] = ei::pset1<Packet>(sc.lo_k);
+          }
+        } else {
+          alignas(64) T kb[W];
+          alignas(64) T lb[W];
+          for (Index i = 0; i < W; ++i) {
+            const exp_scale<T> sc(scale[i]);
+            kb[i] = sc.kk;
+            lb[i] = sc.lo_k;
+          }
+          for (Index k = 0; k < K; ++k) {
+            kk[k] = ei::ploadu<Packet>(kb + k * ps);
+            lo_k[k] = ei::ploadu<Packet>(lb + k * ps);
+          }
+        }
+        for (Index c = 0; c < n; ++c) {
+          for (Index k = 0; k < K; ++k) {
+            const Packet v = ei::ploadu<Packet>(x + c * ld + k * ps);
+            const Packet e = pexp_scaled(ei::pnegate(neg_s(v, k)), kk[k], lo_k[k]);
+            if (g != nullptr) ei::pstoreu(g + c * gld + k * ps, e);
+            bs[k] = ei::padd(bs[k], e);
+          }
+          if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, sum);
+        }
       }
-    };
-    if (scaled) {
-      exp_pass(std::true_type{});
-    } else {
-      exp_pass(std::false_type{});
     }
 
     // Losses; pass 3: g = k1 exp(s) 2^K - k2 a (the scale cancels in k1, as in ce_sample).
     alignas(64) T k1[W];
     alignas(64) T k2[W];
     A log_sum[W];  // one log per sample: vectorised, it matters for short rows
-    for (Index i = 0; i < W; ++i)
-      log_sum[i] = scale[i] == 0 ? sum[i] : std::ldexp(sum[i], -scale[i]);
+    for (Index i = 0; i < W; ++i) log_sum[i] = sum[i] * pow2_of<A>(-scale[i]);  // exact
     {
       Eigen::Map<Eigen::Array<A, W, 1>> out(log_sum);
       out = out.log();
