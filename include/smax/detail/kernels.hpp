@@ -140,14 +140,27 @@ EIGEN_ALWAYS_INLINE Packet load_first(const T* from, Index n, T pad) {
   return ei::pload<Packet>(buf);
 }
 
-template <bool Store, bool Divide, typename T>
+/// pexp_scaled when Scaled, else pexp_accurate (kk and lo_k unused).
+template <bool Scaled, typename Packet>
+EIGEN_ALWAYS_INLINE Packet pexp_maybe_scaled(const Packet& kk, const Packet& lo_k,
+                                             const Packet& v) {
+  if constexpr (Scaled) {
+    return pexp_scaled(v, kk, lo_k);
+  } else {
+    return pexp_accurate(v);
+  }
+}
+
+template <bool Store, bool Divide, bool Scaled, typename T>
 void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
-                             pairwise_sum<acc_t<T>>& acc) {
+                             pairwise_sum<acc_t<T>>& acc, const exp_scale<T>& sc) {
   Index i = 0;
   if constexpr (has_packet_exp<T>) {
     namespace ei = Eigen::internal;
     using Packet = typename ei::packet_traits<T>::type;
     constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    const Packet kk = ei::pset1<Packet>(sc.kk);
+    const Packet lo_k = ei::pset1<Packet>(sc.lo_k);
     while (n - i >= ps) {
       // Blocks of 8 packets: each lane adds 4 values before the block joins the pairwise
       // sum, which keeps double rows of any length within an ULP or two.
@@ -155,8 +168,10 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
       Packet a0 = ei::pset1<Packet>(T(0));
       Packet a1 = ei::pset1<Packet>(T(0));
       for (; i + 2 * ps <= end; i += 2 * ps) {
-        const Packet e0 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
-        const Packet e1 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i + ps)));
+        const Packet e0 = pexp_maybe_scaled<Scaled>(
+            kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
+        const Packet e1 = pexp_maybe_scaled<Scaled>(
+            kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i + ps)));
         if constexpr (Store) {
           ei::pstoreu(out + i, e0);
           ei::pstoreu(out + i + ps, e1);
@@ -165,7 +180,8 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
         a1 = ei::padd(a1, e1);
       }
       if (i < end) {
-        const Packet e0 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
+        const Packet e0 = pexp_maybe_scaled<Scaled>(
+            kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
         if constexpr (Store) ei::pstoreu(out + i, e0);
         a0 = ei::padd(a0, e0);
         i += ps;
@@ -180,7 +196,8 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
       const Index rest = n - i;
       const T pad = sh.hmax / sh.half;
       ei::pstore(buf,
-                 pexp_accurate(sh.template apply<Divide>(load_first<Packet>(x + i, rest, pad))));
+                 pexp_maybe_scaled<Scaled>(
+                     kk, lo_k, sh.template apply<Divide>(load_first<Packet>(x + i, rest, pad))));
       if constexpr (Store) std::copy(buf, buf + rest, out + i);
       acc_t<T> s(0);
       for (Index j = 0; j < rest; ++j) s += buf[j];
@@ -192,7 +209,7 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
     const Index end = std::min(n, i + block_size);
     acc_t<T> s(0);
     for (; i < end; ++i) {
-      const T e = std::exp(sh(x[i]));
+      const T e = Scaled ? sc.scalar(sh(x[i])) : std::exp(sh(x[i]));
       if constexpr (Store) out[i] = e;
       s += e;
     }
@@ -200,31 +217,38 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
   }
 }
 
-/// Contiguous exp-sum: e_i = exp(shift(x_i)), stored to out when Store, summed into acc.
-/// out may equal x (in place).
+/// Contiguous exp-sum: e_i = exp(shift(x_i)) 2^K (K = sc.k, 0 by default), stored to out
+/// when Store, summed into acc. out may equal x (in place).
 template <bool Store, typename T>
 void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
-                        pairwise_sum<acc_t<T>>& acc) {
-  if (sh.divide) {
-    exp_sum_contiguous_impl<Store, true>(x, out, n, sh, acc);
+                        pairwise_sum<acc_t<T>>& acc, const exp_scale<T>& sc = {}) {
+  if (sc.k != 0) {
+    if (sh.divide) {
+      exp_sum_contiguous_impl<Store, true, true>(x, out, n, sh, acc, sc);
+    } else {
+      exp_sum_contiguous_impl<Store, false, true>(x, out, n, sh, acc, sc);
+    }
+  } else if (sh.divide) {
+    exp_sum_contiguous_impl<Store, true, false>(x, out, n, sh, acc, sc);
   } else {
-    exp_sum_contiguous_impl<Store, false>(x, out, n, sh, acc);
+    exp_sum_contiguous_impl<Store, false, false>(x, out, n, sh, acc, sc);
   }
 }
 
 /// Strided exp-sum: gathers chunks into a stack buffer so the vector exp still applies.
+/// sc scales every exponential by 2^K exactly (see pexp_scaled).
 template <bool Store, typename T>
 void exp_sum(const T* x, Index xs, T* out, Index os, Index n, const shift<T>& sh,
-             pairwise_sum<acc_t<T>>& acc) {
+             pairwise_sum<acc_t<T>>& acc, const exp_scale<T>& sc = {}) {
   if (xs == 1 && (!Store || os == 1)) {
-    exp_sum_contiguous<Store>(x, out, n, sh, acc);
+    exp_sum_contiguous<Store>(x, out, n, sh, acc, sc);
     return;
   }
   alignas(64) T buf[gather_size];
   for (Index i0 = 0; i0 < n; i0 += gather_size) {
     const Index len = std::min(gather_size, n - i0);
     for (Index i = 0; i < len; ++i) buf[i] = x[(i0 + i) * xs];
-    exp_sum_contiguous<Store>(buf, buf, len, sh, acc);
+    exp_sum_contiguous<Store>(buf, buf, len, sh, acc, sc);
     if constexpr (Store) {
       for (Index i = 0; i < len; ++i) out[(i0 + i) * os] = buf[i];
     }
