@@ -2,8 +2,8 @@
 // Copyright (c) 2026 The smax authors
 
 // Rowwise softmax and friends over a batch: smax against a naive Eigen baseline, a
-// hand-written Eigen loop, oneDNN and XNNPACK (when found), and two roofline references
-// (copy bandwidth, vectorised exp throughput) measured in the same run.
+// hand-written Eigen loop, oneDNN, XNNPACK and libtorch (when found), and two roofline
+// references (copy bandwidth, vectorised exp throughput) measured in the same run.
 //
 // Names read as <op>/<contender>/<rows>/<cols>: divide two items_per_second of the same
 // op and shape to get a ratio. Every benchmark counts items in elements of the input, so
@@ -38,6 +38,13 @@
 #endif
 #ifdef SMAX_BENCH_HAVE_XNNPACK
 #include <xnnpack.h>
+#endif
+#ifndef SMAX_BENCH_HAVE_TORCH
+#define SMAX_BENCH_HAVE_TORCH 0
+#endif
+#if SMAX_BENCH_HAVE_TORCH
+#include <ATen/Version.h>
+#include <torch/torch.h>
 #endif
 
 namespace {
@@ -820,6 +827,47 @@ void xnnpack_softmax(benchmark::State& st) {
 #endif
 
 // ---------------------------------------------------------------------------------------
+// libtorch (fp32 softmax and log_softmax over dim 1 of a row-major (rows, cols) tensor that
+// wraps the same logits; the output is preallocated and written by the _out kernels; one
+// intra-op thread)
+
+#if SMAX_BENCH_HAVE_TORCH
+template <bool Log>
+void torch_forward(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<float>& z = data<float>(Data::logits, rows, cols);
+  RowMat<float> out = RowMat<float>::Zero(rows, cols);
+  at::set_num_threads(1);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor x =
+      torch::from_blob(const_cast<float*>(z.data()), {rows, cols}, torch::kFloat32);
+  torch::Tensor y = torch::from_blob(out.data(), {rows, cols}, torch::kFloat32);
+  for (auto _ : st) {
+    if constexpr (Log) {
+      at::_log_softmax_out(y, x, 1, false);
+    } else {
+      at::_softmax_out(y, x, 1, false);
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<float>(st, rows, cols, 2,
+                check_error<float>(Log ? Op::log_softmax : Op::softmax, rows, cols, 1,
+                                   [&](Index r, Index c) { return out(r, c); }));
+}
+
+/// The ISA ATen dispatches its CPU kernels to, as at::show_config() reports it.
+std::string torch_cpu_capability() {
+  const std::string config = at::show_config();
+  const std::string key = "CPU capability usage: ";
+  const auto pos = config.find(key);
+  if (pos == std::string::npos) return "unknown";
+  const auto begin = pos + key.size();
+  return config.substr(begin, config.find('\n', begin) - begin);
+}
+#endif
+
+// ---------------------------------------------------------------------------------------
 // Registration
 
 struct Shape {
@@ -890,6 +938,9 @@ void register_all() {
 #ifdef SMAX_BENCH_HAVE_XNNPACK
   add("softmax/xnnpack", xnnpack_softmax, all);
 #endif
+#if SMAX_BENCH_HAVE_TORCH
+  add("softmax/torch", torch_forward<false>, all);
+#endif
 
   add("softmax_t0.7/smax_rowmajor", softmax_smax_rowmajor<float, true>, kShapes);
   add("softmax_t0.7/naive_eigen_safe", softmax_naive_safe_rowmajor<float, true>, kShapes);
@@ -901,6 +952,9 @@ void register_all() {
   add("log_softmax/eigen_loop", log_softmax_eigen_loop<float>, kShapes);
 #ifdef SMAX_BENCH_HAVE_DNNL
   add("log_softmax/onednn", dnnl_forward<true, false>, kShapes);
+#endif
+#if SMAX_BENCH_HAVE_TORCH
+  add("log_softmax/torch", torch_forward<true>, kShapes);
 #endif
 
   add("logsumexp/smax_rowmajor", logsumexp_smax_rowmajor<float>, kShapes);
@@ -947,6 +1001,10 @@ void register_all() {
 #ifdef SMAX_BENCH_HAVE_DNNL
   add("short/softmax/onednn", dnnl_forward<false, false>, kShort);
   add("short/log_softmax/onednn", dnnl_forward<true, false>, kShort);
+#endif
+#if SMAX_BENCH_HAVE_TORCH
+  add("short/softmax/torch", torch_forward<false>, kShort);
+  add("short/log_softmax/torch", torch_forward<true>, kShort);
 #endif
   add("short/softmax_f64/smax_rowmajor", softmax_smax_rowmajor<double, false>, kShort);
   add("short/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double>, kShort);
@@ -1019,6 +1077,11 @@ int main(int argc, char** argv) {
     std::cerr << "warning: set OMP_NUM_THREADS=1 (and pin with taskset) so oneDNN runs on the "
                  "benchmark thread alone\n";
   }
+#endif
+#if SMAX_BENCH_HAVE_TORCH
+  at::set_num_threads(1);
+  benchmark::AddCustomContext("torch", TORCH_VERSION);
+  benchmark::AddCustomContext("torch_cpu_capability", torch_cpu_capability());
 #endif
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

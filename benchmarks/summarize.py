@@ -61,7 +61,7 @@ def main():
                 "log_softmax_backward", "softmax_f64", "log_softmax_f64", "logsumexp_f64",
                 "softmax_backward_f64", "log_softmax_backward_f64", "roof", "roof_f64"]
     who_order = ["smax_rowmajor", "smax_colmajor_strided", "smax_colwise", "smax_fixed3",
-                 "onednn", "onednn_colmajor_strided", "xnnpack", "eigen_loop",
+                 "onednn", "onednn_colmajor_strided", "xnnpack", "torch", "eigen_loop",
                  "naive_eigen", "naive_eigen_safe", "naive_eigen_safe_colmajor",
                  "naive_eigen_unsafe"]
 
