@@ -22,6 +22,14 @@
 //
 // Run pinned, with medians: taskset -c 1 ./cross_entropy_benchmark
 //   --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+//
+// libtorch: the context line torch_cpu_capability is the ISA ATen dispatches to (1.13
+// picks AVX2 on an AVX-512 machine unless ATEN_CPU_CAPABILITY=avx512 is set; measure both,
+// neither wins everywhere). Its backward allocates fresh tensors on every call, and glibc
+// serves large ones with mmap, so every iteration pays page faults; the figures in
+// README.md were taken with MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and
+// MALLOC_TOP_PAD_ raised (see there), which smax and the Eigen loop do not notice (they
+// allocate nothing while timed).
 
 #include <algorithm>
 #include <cmath>
