@@ -59,6 +59,7 @@ class pairwise_sum {
     for (; (c & 1u) != 0 && k < levels - 1; c >>= 1, ++k) value += level_[k];
     level_[k] = value;
   }
+  void add(A value, const A& lo) { add(A(value + lo)); }
   /// Multiplies everything added so far by f (the online normaliser's rescaling).
   void scale(const A& f) {
     for (int k = 0; k < levels && (count_ >> k) != 0; ++k) {
@@ -79,6 +80,68 @@ class pairwise_sum {
   A level_[levels];
   std::uint64_t count_ = 0;
 };
+
+/// A running sum with its rounding error kept aside (Knuth's TwoSum on every addition): the
+/// total carries about one rounding at any length, where a pairwise sum carries one per
+/// level of its tree, each up to half an ULP of the partial sum (up to 5 ULP of a softmax
+/// output in double). A is a scalar or a fixed-capacity Eigen array; `zero` sizes it.
+template <typename A>
+class compensated_sum {
+ public:
+  explicit compensated_sum(const A& zero = A(0)) : hi_(zero), lo_(zero) {}
+  void add(const A& v) {
+    const A s = hi_ + v;
+    const A bv = s - hi_;
+    lo_ += (hi_ - (s - bv)) + (v - bv);
+    hi_ = s;
+  }
+  /// Adds v + lo, where lo is a small correction (the error term of a partial sum).
+  void add(const A& v, const A& lo) {
+    add(v);
+    lo_ += lo;
+  }
+  /// Multiplies everything added so far by f (the online normaliser's rescaling).
+  void scale(const A& f) {
+    hi_ *= f;
+    lo_ *= f;
+  }
+  A total() const { return hi_ + lo_; }
+
+ private:
+  A hi_, lo_;
+};
+
+/// h + e as h' + (l' - l) without error (Dekker's Fast2Sum), for |h| >= |e|: the exp-sum
+/// loops seed h with 1, above every exponential of an exponent <= 0.
+template <typename Packet>
+EIGEN_ALWAYS_INLINE void fast_two_sum(Packet& h, Packet& l, const Packet& e) {
+  namespace ei = Eigen::internal;
+  Packet t = ei::padd(h, e);
+  opaque_under_fast_math(t);  // else (t - h) is folded to e and the error term to 0
+  l = ei::padd(l, ei::psub(e, ei::psub(t, h)));
+  h = t;
+}
+
+/// Adds n values in [0, 1] (exponentials of exponents <= 0) to acc: for double with
+/// Fast2Sum seeded with 1 (see fast_two_sum), handing over the error term; for float each
+/// addition in double is already far below float's resolution.
+template <typename T, typename Acc>
+void add_unit(Acc& acc, const T* v, Index n) {
+  if constexpr (!exact_normalise<T>) {
+    acc_t<T> s(0);
+    for (Index j = 0; j < n; ++j) s += v[j];
+    acc.add(s);
+  } else {
+    T h(1), l(0);
+    for (Index j = 0; j < n; ++j) {
+      T t = h + v[j];
+      opaque_under_fast_math(t);
+      l += v[j] - (t - h);
+      h = t;
+    }
+    acc.add(h - T(1), l);  // h - 1 is exact: 1 is a multiple of h's ULP
+  }
+}
 
 /// The map from a logit x to the exponent d = (x - max) / T, computed so it never
 /// overflows where the true d is finite: for T > 1 both terms are halved first, which is
@@ -140,20 +203,49 @@ EIGEN_ALWAYS_INLINE Packet load_first(const T* from, Index n, T pad) {
   return ei::pload<Packet>(buf);
 }
 
-template <bool Store, bool Divide, typename T>
-void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
-                             pairwise_sum<acc_t<T>>& acc) {
+/// Adds the lanes of an exp-sum block to acc: h0 and h1 (each lane seeded with 1) and the
+/// error terms l, as exactly as acc_t<T> allows.
+template <typename T, typename Packet, typename Acc>
+EIGEN_ALWAYS_INLINE void add_block(Acc& acc, const Packet& h0, const Packet& h1, const Packet& l) {
+  namespace ei = Eigen::internal;
+  constexpr Index ps = ei::unpacket_traits<Packet>::size;
+  alignas(64) T buf[3 * ps];
+  ei::pstore(buf, h0);
+  ei::pstore(buf + ps, h1);
+  if constexpr (!exact_normalise<T>) {
+    // float: the lanes of h are floats in [1, 33], so their sum in double is exact.
+    static_assert((3 * ps) % 4 == 0, "four partial sums");
+    ei::pstore(buf + 2 * ps, l);
+    double t[4] = {0, 0, 0, 0};
+    for (Index j = 0; j < 3 * ps; j += 4) {
+      for (Index q = 0; q < 4; ++q) t[q] += static_cast<double>(buf[j + q]);
+    }
+    acc.add(((t[0] + t[1]) + (t[2] + t[3])) - static_cast<double>(2 * ps));
+  } else {
+    T hi = -T(2 * ps), lo = ei::predux(l);  // minus the seeds: exact
+    for (Index j = 0; j < 2 * ps; ++j) {
+      const T v = buf[j], s = hi + v, bv = s - hi;
+      lo += (hi - (s - bv)) + (v - bv);
+      hi = s;
+    }
+    acc.add(hi, lo);
+  }
+}
+
+template <bool Store, bool Divide, typename T, typename Acc>
+void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc) {
   Index i = 0;
   if constexpr (has_packet_exp<T>) {
     namespace ei = Eigen::internal;
     using Packet = typename ei::packet_traits<T>::type;
     constexpr Index ps = ei::unpacket_traits<Packet>::size;
     while (n - i >= ps) {
-      // Blocks of 8 packets: each lane adds 4 values before the block joins the pairwise
-      // sum, which keeps double rows of any length within an ULP or two.
-      const Index end = i + std::min(8 * ps, (n - i) / ps * ps);
-      Packet a0 = ei::pset1<Packet>(T(0));
-      Packet a1 = ei::pset1<Packet>(T(0));
+      // Blocks of up to 64 packets, summed exactly per lane (fast_two_sum), so the total
+      // carries the rounding of acc alone: a plain sum rounds at every addition to the lane
+      // that holds the largest terms, several ULP of the result.
+      const Index end = i + std::min(64 * ps, (n - i) / ps * ps);
+      Packet h0 = ei::pset1<Packet>(T(1)), h1 = h0;
+      Packet l0 = ei::pset1<Packet>(T(0)), l1 = l0;
       for (; i + 2 * ps <= end; i += 2 * ps) {
         const Packet e0 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
         const Packet e1 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i + ps)));
@@ -161,16 +253,16 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
           ei::pstoreu(out + i, e0);
           ei::pstoreu(out + i + ps, e1);
         }
-        a0 = ei::padd(a0, e0);
-        a1 = ei::padd(a1, e1);
+        fast_two_sum(h0, l0, e0);
+        fast_two_sum(h1, l1, e1);
       }
       if (i < end) {
         const Packet e0 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
         if constexpr (Store) ei::pstoreu(out + i, e0);
-        a0 = ei::padd(a0, e0);
+        fast_two_sum(h0, l0, e0);
         i += ps;
       }
-      acc.add(static_cast<acc_t<T>>(ei::predux(ei::padd(a0, a1))));
+      add_block<T>(acc, h0, h1, ei::padd(l0, l1));
     }
     // The last partial packet. Padding lanes hold the maximum (exponent 0): padding with
     // -inf would also give 0 but sends the packet through the slow subnormal scaling and
@@ -182,29 +274,26 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
       ei::pstore(buf,
                  pexp_accurate(sh.template apply<Divide>(load_first<Packet>(x + i, rest, pad))));
       if constexpr (Store) std::copy(buf, buf + rest, out + i);
-      acc_t<T> s(0);
-      for (Index j = 0; j < rest; ++j) s += buf[j];
-      acc.add(s);
+      add_unit(acc, buf, rest);
       i = n;
     }
   }
   while (i < n) {
     const Index end = std::min(n, i + block_size);
-    acc_t<T> s(0);
+    compensated_sum<acc_t<T>> s;
     for (; i < end; ++i) {
       const T e = std::exp(sh(x[i]));
       if constexpr (Store) out[i] = e;
-      s += e;
+      s.add(e);
     }
-    acc.add(s);
+    acc.add(s.total());
   }
 }
 
 /// Contiguous exp-sum: e_i = exp(shift(x_i)), stored to out when Store, summed into acc.
 /// out may equal x (in place).
-template <bool Store, typename T>
-void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
-                        pairwise_sum<acc_t<T>>& acc) {
+template <bool Store, typename T, typename Acc>
+void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc) {
   if (sh.divide) {
     exp_sum_contiguous_impl<Store, true>(x, out, n, sh, acc);
   } else {
@@ -213,9 +302,9 @@ void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
 }
 
 /// Strided exp-sum: gathers chunks into a stack buffer so the vector exp still applies.
-template <bool Store, typename T>
-void exp_sum(const T* x, Index xs, T* out, Index os, Index n, const shift<T>& sh,
-             pairwise_sum<acc_t<T>>& acc) {
+/// acc is a compensated_sum (or a pairwise_sum) of acc_t<T>.
+template <bool Store, typename T, typename Acc>
+void exp_sum(const T* x, Index xs, T* out, Index os, Index n, const shift<T>& sh, Acc& acc) {
   if (xs == 1 && (!Store || os == 1)) {
     exp_sum_contiguous<Store>(x, out, n, sh, acc);
     return;
@@ -306,8 +395,9 @@ bool forward_tiny(const T* x, T* y, Index n, T temperature) {
     alignas(64) T buf[ps];
     const shift<T> sh(m, temperature);  // padding with m: exponent 0
     ei::pstore(buf, pexp_accurate(sh(load_first<Packet>(x, n, m))));
-    acc_t<T> s(0);
-    for (Index i = 0; i < n; ++i) s += buf[i];
+    compensated_sum<acc_t<T>> acc;
+    add_unit(acc, buf, n);
+    const acc_t<T> s = acc.total();
     if constexpr (Op == forward_op::softmax) {
       if constexpr (exact_normalise<T>) {
         for (Index i = 0; i < n; ++i) y[i] = buf[i] / s;
@@ -360,7 +450,7 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
     return;
   }
   const shift<T> sh(m, temperature);
-  pairwise_sum<acc_t<T>> acc;
+  compensated_sum<acc_t<T>> acc;
   if constexpr (Op == forward_op::softmax) {
     exp_sum<true>(x, xs, y, ys, n, sh, acc);
     // float: one reciprocal, rounded once from the wide (double) sum, then multiplies: at
@@ -398,7 +488,16 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
 }
 
 inline constexpr Index lane_block = 32;  // distributions handled side by side
-inline constexpr Index lane_chunk = 4;   // columns summed in T before entering the pairwise sum
+// Columns summed per lane (exactly, with their error terms) before entering acc_t.
+inline constexpr Index lane_chunk = 16;
+
+/// Lane-wise fast_two_sum on Eigen arrays: h + e as h' + (l' - l), exact while h >= e.
+template <typename Lanes, typename E>
+EIGEN_ALWAYS_INLINE void fast_two_sum_lanes(Lanes& h, Lanes& l, const E& e) {
+  const Lanes t = h + e;
+  l += e - (t - h);
+  h = t;
+}
 
 /// forward_lanes for short distributions: max, exp-sum and scaling passes over the columns.
 template <forward_op Op, int N, typename T>
@@ -425,17 +524,17 @@ void forward_lanes_3pass(const T* x, Index xk, T* y, Index yk, Index nb, Index l
     return in(k)-hm;
   };
 
-  pairwise_sum<Sums> acc;
+  compensated_sum<Sums> acc(Sums::Zero(nb));
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
-    Lanes part = Lanes::Zero(nb);
+    Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);  // seeded with 1 >= e: fast_two_sum
     for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
       const Lanes e = exponent(k).unaryExpr(exp_op<T>());
       if constexpr (Op == forward_op::softmax) out(k) = e;
-      part += e;
+      fast_two_sum_lanes(h, l, e);
     }
-    acc.add(part.template cast<acc_t<T>>());
+    acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
-  const Sums s = acc.total(Sums::Zero(nb));
+  const Sums s = acc.total();
   if constexpr (Op == forward_op::softmax) {
     if constexpr (exact_normalise<T>) {
       const Lanes total = s.template cast<T>();
@@ -476,7 +575,7 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
 
   // Pass 1. A NaN may or may not survive the max; either way it reaches the lane's sum.
   Lanes m(nb);
-  pairwise_sum<Sums> acc;
+  compensated_sum<Sums> acc(Sums::Zero(nb));
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
     const Index k1 = std::min(len, k0 + lane_chunk);
     Lanes cm = in(k0);
@@ -496,13 +595,13 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
       m = mn;
     }
     const Lanes hm = sh.half * m;
-    Lanes part = Lanes::Zero(nb);
-    for (Index k = k0; k < k1; ++k) part += exponent(k, hm).unaryExpr(exp_op<T>());
-    acc.add(part.template cast<acc_t<T>>());
+    Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);
+    for (Index k = k0; k < k1; ++k) fast_two_sum_lanes(h, l, exponent(k, hm).unaryExpr(exp_op<T>()));
+    acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
 
   // Pass 2.
-  const Sums s = acc.total(Sums::Zero(nb));
+  const Sums s = acc.total();
   const Lanes hm = sh.half * m;
   if constexpr (Op == forward_op::softmax) {
     if constexpr (exact_normalise<T>) {
@@ -610,19 +709,22 @@ EIGEN_ALWAYS_INLINE void lanes_in_registers(Packet* c, Index len, const Packet& 
       return ei::psub(v, hm);
     }
   };
-  Wide s = Wide::Zero();
+  compensated_sum<Wide> acc(Wide::Zero());
   alignas(64) T part_buf[ps];
+  alignas(64) T err_buf[ps];
+  using Part = Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>;
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
-    Packet part = ei::pset1<Packet>(T(0));
+    Packet h = ei::pset1<Packet>(T(1)), l = ei::pset1<Packet>(T(0));
     for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
       const Packet e = pexp_accurate(exponent(c[k]));
       if constexpr (Op == forward_op::softmax) c[k] = e;
-      part = ei::padd(part, e);
+      fast_two_sum(h, l, e);
     }
-    ei::pstore(part_buf, part);
-    s += Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>(part_buf)
-             .template cast<acc_t<T>>();
+    ei::pstore(part_buf, ei::psub(h, ei::pset1<Packet>(T(1))));
+    ei::pstore(err_buf, l);
+    acc.add(Part(part_buf).template cast<acc_t<T>>(), Part(err_buf).template cast<acc_t<T>>());
   }
+  const Wide s = acc.total();
   Eigen::Map<Eigen::Array<T, ps, 1>, Eigen::Aligned> lane_values(part_buf);
   if constexpr (Op == forward_op::softmax) {
     if constexpr (exact_normalise<T>) {
@@ -723,7 +825,7 @@ T logsumexp_one(const T* x, Index xs, Index n) {
     // -inf: empty or all -inf; +inf: the limit, unless a NaN hides behind it.
     return has_nan(x, n, xs) ? std::numeric_limits<T>::quiet_NaN() : m;
   }
-  pairwise_sum<acc_t<T>> acc;
+  compensated_sum<acc_t<T>> acc;
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, shift<T>(m, T(1)), acc);
   return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
 }
@@ -745,6 +847,7 @@ Index logsumexp_short_rows(const T* x, Index xd, Index count, Index len, T* out,
     const Index last = (count - 1) * xd + len;
     Packet c[short_length<T> + ps];
     alignas(64) T buf[ps];
+    alignas(64) T err_buf[ps];
     Index j0 = 0;
     for (; j0 + ps <= count && (j0 + ps - 1) * xd + chunks * ps <= last; j0 += ps) {
       const Packet m = load_transposed(x + j0 * xd, xd, len, c);
@@ -753,16 +856,18 @@ Index logsumexp_short_rows(const T* x, Index xd, Index count, Index len, T* out,
           out[(j0 + j) * os] = logsumexp_one(x + (j0 + j) * xd, 1, len);
         continue;
       }
-      Wide s = Wide::Zero();
+      compensated_sum<Wide> acc(Wide::Zero());
+      using Part = Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>;
       for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
-        Packet part = ei::pset1<Packet>(T(0));
+        Packet h = ei::pset1<Packet>(T(1)), l = ei::pset1<Packet>(T(0));
         for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
-          part = ei::padd(part, pexp_accurate(ei::psub(c[k], m)));
+          fast_two_sum(h, l, pexp_accurate(ei::psub(c[k], m)));
         }
-        ei::pstore(buf, part);
-        s +=
-            Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>(buf).template cast<acc_t<T>>();
+        ei::pstore(buf, ei::psub(h, ei::pset1<Packet>(T(1))));
+        ei::pstore(err_buf, l);
+        acc.add(Part(buf).template cast<acc_t<T>>(), Part(err_buf).template cast<acc_t<T>>());
       }
+      const Wide s = acc.total();
       ei::pstore(buf, m);
       const Wide r =
           Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>(buf).template cast<acc_t<T>>() +
@@ -790,15 +895,15 @@ void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os
     for (Index j = 0; j < nb; ++j) out[j * os] = logsumexp_one(x + j, xk, len);
     return;
   }
-  pairwise_sum<Sums> acc;
+  compensated_sum<Sums> acc(Sums::Zero(nb));
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
-    Lanes part = Lanes::Zero(nb);
+    Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);
     for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
-      part += (in(k)-m).unaryExpr(exp_op<T>());
+      fast_two_sum_lanes(h, l, (in(k)-m).unaryExpr(exp_op<T>()));
     }
-    acc.add(part.template cast<acc_t<T>>());
+    acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
-  const Sums r = m.template cast<acc_t<T>>() + acc.total(Sums::Zero(nb)).log();
+  const Sums r = m.template cast<acc_t<T>>() + acc.total().log();
   for (Index j = 0; j < nb; ++j) out[j * os] = static_cast<T>(r(j));
 }
 
@@ -820,17 +925,6 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
   }
   if (xk == 1 && xd >= len && count > 1) d = logsumexp_short_rows(x, xd, count, len, out, os);
   for (; d < count; ++d) out[d * os] = logsumexp_one(x + d * xd, xk, len);
-}
-
-/// Sum of block_sum(i, len) over blocks of block_size entries, the block sums added
-/// pairwise in acc_t<T>.
-template <typename T, typename F>
-acc_t<T> sum_blocks(Index n, F&& block_sum) {
-  pairwise_sum<acc_t<T>> acc;
-  for (Index i = 0; i < n; i += block_size) {
-    acc.add(static_cast<acc_t<T>>(block_sum(i, std::min(block_size, n - i))));
-  }
-  return acc.total();
 }
 
 /// sum_i a[i] * b[i] (sum_i a[i] when b is null) over n contiguous floats, each widened to
@@ -896,29 +990,75 @@ inline double wide_dot(const float* a, const float* b, Index n) {
   return s;
 }
 
-/// sum_i a[i * as] * b[i * bs] (or of a alone when b is null) in acc_t<T>, blocks of
-/// block_size added pairwise.
+/// Adds sum_i a[i] * b[i] (sum_i a[i] when b is null) over n contiguous doubles to acc,
+/// each rounded product through TwoSum: dy - <dy, y> cancels (softmax_backward), which
+/// exposes every rounding of a plain sum of the products (up to 15 ULP of the gradient's
+/// scale). The products' own roundings stay: together at most half an ULP of sum |a b|.
+template <typename Acc>
+void dot_compensated(const double* a, const double* b, Index n, Acc& acc) {
+  Index i = 0;
+  if constexpr (Eigen::internal::packet_traits<double>::Vectorizable) {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<double>::type;
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    const auto two_sum = [](Packet& h, Packet& l, const Packet& v) {
+      const Packet t = ei::padd(h, v);
+      const Packet bv = ei::psub(t, h);
+      l = ei::padd(l, ei::padd(ei::psub(h, ei::psub(t, bv)), ei::psub(v, bv)));
+      h = t;
+    };
+    const auto load = [&](Index k) {
+      const Packet va = ei::ploadu<Packet>(a + k);
+      return b == nullptr ? va : ei::pmul(va, ei::ploadu<Packet>(b + k));
+    };
+    Packet h0 = ei::pset1<Packet>(0.0), h1 = h0, l0 = h0, l1 = h0;
+    for (; i + 2 * ps <= n; i += 2 * ps) {
+      two_sum(h0, l0, load(i));
+      two_sum(h1, l1, load(i + ps));
+    }
+    if (i + ps <= n) {
+      two_sum(h0, l0, load(i));
+      i += ps;
+    }
+    two_sum(h0, l0, h1);
+    alignas(64) double buf[ps];
+    ei::pstore(buf, h0);
+    for (Index j = 0; j < ps; ++j) acc.add(buf[j]);
+    acc.add(0.0, ei::predux(ei::padd(l0, l1)));
+  }
+  for (; i < n; ++i) acc.add(b == nullptr ? a[i] : a[i] * b[i]);
+}
+
+/// sum_i a[i * as] * b[i * bs] (or of a alone when b is null) in acc_t<T>: float products
+/// are exact in double and their double sum far below float's resolution; double sums are
+/// compensated (dot_compensated).
 template <typename T>
 acc_t<T> dot_blocks(const T* a, Index as, const T* b, Index bs, Index n) {
-  return sum_blocks<T>(n, [&](Index i, Index len) -> acc_t<T> {
-    if constexpr (std::is_same_v<T, float>) {
-      if (as == 1 && (b == nullptr || bs == 1)) {
-        return wide_dot(a + i, b == nullptr ? nullptr : b + i, len);
+  const bool contiguous = as == 1 && (b == nullptr || bs == 1);
+  if constexpr (std::is_same_v<T, float>) {
+    pairwise_sum<double> acc;
+    for (Index i = 0; i < n; i += block_size) {
+      const Index len = std::min(block_size, n - i);
+      if (contiguous) {
+        acc.add(wide_dot(a + i, b == nullptr ? nullptr : b + i, len));
+      } else {
+        double s = 0;
+        for (Index k = i; k < i + len; ++k) {
+          s += static_cast<double>(a[k * as]) * (b == nullptr ? 1.0 : static_cast<double>(b[k * bs]));
+        }
+        acc.add(s);
       }
+    }
+    return acc.total();
+  } else {
+    compensated_sum<acc_t<T>> acc;
+    if (contiguous && std::is_same_v<T, double>) {
+      if constexpr (std::is_same_v<T, double>) dot_compensated(a, b, n, acc);
     } else {
-      if (as == 1 && (b == nullptr || bs == 1)) {
-        const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> am(a + i, len);
-        if (b == nullptr) return am.sum();
-        return (am * Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(b + i, len)).sum();
-      }
+      for (Index k = 0; k < n; ++k) acc.add(b == nullptr ? a[k * as] : a[k * as] * b[k * bs]);
     }
-    acc_t<T> s(0);
-    for (Index k = i; k < i + len; ++k) {
-      s += static_cast<acc_t<T>>(a[k * as]) *
-           (b == nullptr ? acc_t<T>(1) : static_cast<acc_t<T>>(b[k * bs]));
-    }
-    return s;
-  });
+    return acc.total();
+  }
 }
 
 /// Calls f with Eigen maps of the three strided ranges: unit-stride maps (vectorised) when
@@ -944,9 +1084,7 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
                           T temperature) {
   if (n <= backward_short_max && ys == 1 && dys == 1 && os == 1) {
     // Short rows: plain loops, no per-row map and block machinery.
-    acc_t<T> gs(0);
-    for (Index i = 0; i < n; ++i) gs += static_cast<acc_t<T>>(y[i]) * static_cast<acc_t<T>>(dy[i]);
-    const T g = static_cast<T>(gs);
+    const T g = static_cast<T>(dot_blocks(y, 1, dy, 1, n));
     if (temperature == T(1)) {
       for (Index i = 0; i < n; ++i) out[i] = y[i] * (dy[i] - g);
     } else if (temperature > T(1)) {
@@ -987,9 +1125,7 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
       namespace ei = Eigen::internal;
       using Packet = typename ei::packet_traits<T>::type;
       constexpr Index ps = ei::unpacket_traits<Packet>::size;
-      acc_t<T> ss(0);
-      for (Index i = 0; i < n; ++i) ss += static_cast<acc_t<T>>(dy[i]);
-      const T s = static_cast<T>(ss);
+      const T s = static_cast<T>(dot_blocks(dy, 1, static_cast<const T*>(nullptr), 1, n));
       alignas(64) T buf[ps];
       for (Index i0 = 0; i0 < n; i0 += ps) {
         const Index len = std::min(ps, n - i0);

@@ -676,7 +676,7 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
     tot = model.totals(x, xs, n, shift<T>(m, T(1)));
     tot.linear /= static_cast<A>(temperature);
   }
-  pairwise_sum<A> acc;
+  compensated_sum<A> acc;
   if (g != nullptr) {
     exp_sum<true>(x, xs, g, gs, n, sh, acc);
   } else {
@@ -945,7 +945,7 @@ log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T tem
     return st;
   }
   st.sh = shift<T>(m, temperature);
-  pairwise_sum<acc_t<T>> acc;
+  compensated_sum<acc_t<T>> acc;
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, st.sh, acc);
   st.log_s = static_cast<T>(std::log(acc.total()));
   // A NaN the cheap max missed shows up here, in the sum.
