@@ -1061,6 +1061,23 @@ acc_t<T> dot_blocks(const T* a, Index as, const T* b, Index bs, Index n) {
   }
 }
 
+/// dot_blocks for short contiguous rows, in scalar loops: dot_compensated's setup costs more
+/// than such a row.
+template <typename T>
+acc_t<T> short_dot(const T* a, const T* b, Index n) {
+  if constexpr (!exact_normalise<T>) {
+    acc_t<T> s(0);
+    for (Index i = 0; i < n; ++i) {
+      s += static_cast<acc_t<T>>(a[i]) * (b == nullptr ? acc_t<T>(1) : static_cast<acc_t<T>>(b[i]));
+    }
+    return s;
+  } else {
+    compensated_sum<T> s;
+    for (Index i = 0; i < n; ++i) s.add(b == nullptr ? a[i] : a[i] * b[i]);
+    return s.total();
+  }
+}
+
 /// Calls f with Eigen maps of the three strided ranges: unit-stride maps (vectorised) when
 /// every stride is 1, strided maps otherwise.
 template <typename T, typename F>
@@ -1084,7 +1101,7 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
                           T temperature) {
   if (n <= backward_short_max && ys == 1 && dys == 1 && os == 1) {
     // Short rows: plain loops, no per-row map and block machinery.
-    const T g = static_cast<T>(dot_blocks(y, 1, dy, 1, n));
+    const T g = static_cast<T>(short_dot(y, dy, n));
     if (temperature == T(1)) {
       for (Index i = 0; i < n; ++i) out[i] = y[i] * (dy[i] - g);
     } else if (temperature > T(1)) {
@@ -1125,7 +1142,7 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
       namespace ei = Eigen::internal;
       using Packet = typename ei::packet_traits<T>::type;
       constexpr Index ps = ei::unpacket_traits<Packet>::size;
-      const T s = static_cast<T>(dot_blocks(dy, 1, static_cast<const T*>(nullptr), 1, n));
+      const T s = static_cast<T>(short_dot(dy, static_cast<const T*>(nullptr), n));
       alignas(64) T buf[ps];
       for (Index i0 = 0; i0 < n; i0 += ps) {
         const Index len = std::min(ps, n - i0);
