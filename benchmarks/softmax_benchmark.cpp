@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -71,7 +72,7 @@ void fill_uniform(T* p, Index n, double lo, double hi, std::uint64_t seed) {
   }
 }
 
-enum class Data { logits, dy, softmax_y, log_softmax_y };
+enum class Data { logits, dy, softmax_y, log_softmax_y, masked_logits };
 
 /// Row-major tensors shared by every contender: logits uniform in [-10, 10] (sane: the
 /// unsafe formula does not overflow on them), upstream gradients in [-1, 1], and smax's
@@ -95,6 +96,21 @@ const RowMat<T>& data(Data kind, Index rows, Index cols) {
       case Data::log_softmax_y:
         smax::log_softmax_into(*m, data<T>(Data::logits, rows, cols), smax::rowwise);
         break;
+      case Data::masked_logits: {
+        // The logits with -inf masks: every 8th row (from row 5) entirely -inf (a padded
+        // sample: NaN out), and elsewhere 1 entry in 4, chosen at random, -inf (padding
+        // or attention masks), so that lane blocks always mix finite and -inf rows.
+        *m = data<T>(Data::logits, rows, cols);
+        std::uint64_t seed = 4;
+        for (Index r = 0; r < rows; ++r) {
+          for (Index c = 0; c < cols; ++c) {
+            if (r % 8 == 5 || (c > 0 && splitmix64(seed) % 4 == 0)) {
+              (*m)(r, c) = -std::numeric_limits<T>::infinity();
+            }
+          }
+        }
+        break;
+      }
     }
     slot = std::move(m);
   }
@@ -103,10 +119,10 @@ const RowMat<T>& data(Data kind, Index rows, Index cols) {
 
 /// The logits in Eigen's default column-major storage: each row is strided.
 template <typename T>
-const ColMat<T>& logits_colmajor(Index rows, Index cols) {
-  static std::map<std::pair<Index, Index>, std::unique_ptr<ColMat<T>>> cache;
-  auto& slot = cache[{rows, cols}];
-  if (!slot) slot = std::make_unique<ColMat<T>>(data<T>(Data::logits, rows, cols));
+const ColMat<T>& logits_colmajor(Index rows, Index cols, Data src = Data::logits) {
+  static std::map<std::tuple<int, Index, Index>, std::unique_ptr<ColMat<T>>> cache;
+  auto& slot = cache[{static_cast<int>(src), rows, cols}];
+  if (!slot) slot = std::make_unique<ColMat<T>>(data<T>(src, rows, cols));
   return *slot;
 }
 
@@ -145,13 +161,16 @@ std::vector<Index> sample_rows(Index rows) {
 
 template <typename T>
 Wide reference(Op op, Index r, Index c, Index rows, Index cols, Wide temperature,
-               const RowStats& st) {
+               const RowStats& st, Data src = Data::logits) {
   switch (op) {
     case Op::softmax:
     case Op::log_softmax:
     case Op::logsumexp: {
+      if (std::isinf(st.a) && st.a < 0) {  // a fully masked row: NaN, and logsumexp -inf
+        return op == Op::logsumexp ? st.a : std::numeric_limits<Wide>::quiet_NaN();
+      }
       const Wide d =
-          (static_cast<Wide>(data<T>(Data::logits, rows, cols)(r, c)) - st.a) / temperature;
+          (static_cast<Wide>(data<T>(src, rows, cols)(r, c)) - st.a) / temperature;
       if (op == Op::softmax) return std::exp(d) / st.b;
       if (op == Op::log_softmax) return d - std::log(st.b);
       return st.a + std::log(st.b);
@@ -170,14 +189,15 @@ Wide reference(Op op, Index r, Index c, Index rows, Index cols, Wide temperature
 }
 
 template <typename T>
-const std::vector<RowStats>& row_stats(Op op, Index rows, Index cols, Wide temperature) {
-  static std::map<std::tuple<int, Index, Index, Wide>, std::vector<RowStats>> cache;
-  auto& stats = cache[{static_cast<int>(op), rows, cols, temperature}];
+const std::vector<RowStats>& row_stats(Op op, Index rows, Index cols, Wide temperature,
+                                       Data src = Data::logits) {
+  static std::map<std::tuple<int, int, Index, Index, Wide>, std::vector<RowStats>> cache;
+  auto& stats = cache[{static_cast<int>(op), static_cast<int>(src), rows, cols, temperature}];
   if (!stats.empty()) return stats;
   for (const Index r : sample_rows(rows)) {
     RowStats st;
     if (op == Op::softmax || op == Op::log_softmax || op == Op::logsumexp) {
-      const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+      const RowMat<T>& z = data<T>(src, rows, cols);
       st.a = -INFINITY;
       for (Index c = 0; c < cols; ++c) st.a = std::max(st.a, static_cast<Wide>(z(r, c)));
       for (Index c = 0; c < cols; ++c)
@@ -207,21 +227,33 @@ const std::vector<RowStats>& row_stats(Op op, Index rows, Index cols, Wide tempe
 /// max(|ref|, 1) (smax's documented measure); backward: error relative to the row's
 /// largest |gradient|.
 template <typename T, typename Get>
-double check_error(Op op, Index rows, Index cols, double temperature, Get get) {
+double check_error(Op op, Index rows, Index cols, double temperature, Get get,
+                   Data src = Data::logits) {
   const Wide t = temperature;
-  const std::vector<RowStats>& stats = row_stats<T>(op, rows, cols, t);
+  const std::vector<RowStats>& stats = row_stats<T>(op, rows, cols, t, src);
+  // Where the reference is 0, infinite or NaN (masked entries, fully masked rows) the
+  // output must be exactly that: any other value counts as an infinite error.
+  const auto exact_miss = [](Wide ref, Wide out) {
+    if (std::isnan(ref)) return !std::isnan(out);
+    return (ref == 0 || std::isinf(ref)) && out != ref;
+  };
   const std::vector<Index> sample = sample_rows(rows);
   const Index step = std::max<Index>(1, cols >> 16);
   Wide worst = 0;
   for (std::size_t i = 0; i < sample.size(); ++i) {
     const Index r = sample[i];
     if (op == Op::logsumexp) {
-      const Wide lse = reference<T>(op, r, 0, rows, cols, t, stats[i]);
-      worst = std::max(worst, std::abs(get(r, 0) - lse) / std::max(std::abs(lse), Wide(1)));
+      const Wide lse = reference<T>(op, r, 0, rows, cols, t, stats[i], src);
+      if (exact_miss(lse, get(r, 0))) return INFINITY;
+      if (std::isfinite(lse)) {
+        worst = std::max(worst, std::abs(get(r, 0) - lse) / std::max(std::abs(lse), Wide(1)));
+      }
       continue;
     }
     for (Index c = 0; c < cols; c += step) {
-      const Wide ref = reference<T>(op, r, c, rows, cols, t, stats[i]);
+      const Wide ref = reference<T>(op, r, c, rows, cols, t, stats[i], src);
+      if (exact_miss(ref, get(r, c))) return INFINITY;
+      if (!std::isfinite(ref)) continue;
       const Wide err = std::abs(static_cast<Wide>(get(r, c)) - ref);
       Wide den = stats[i].scale;
       if (op == Op::softmax) den = std::abs(ref);
@@ -249,10 +281,10 @@ T temp_value() {
   return Temp ? static_cast<T>(kTemperature) : T(1);
 }
 
-template <typename T, bool Temp>
+template <typename T, bool Temp, Data Src = Data::logits>
 void softmax_smax_rowmajor(benchmark::State& st) {
   const Index rows = st.range(0), cols = st.range(1);
-  const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+  const RowMat<T>& z = data<T>(Src, rows, cols);
   RowMat<T> out = RowMat<T>::Zero(rows, cols);
   const T t = temp_value<T, Temp>();
   for (auto _ : st) {
@@ -260,23 +292,40 @@ void softmax_smax_rowmajor(benchmark::State& st) {
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(st, rows, cols, 2, check_error<T>(Op::softmax, rows, cols, t, [&](Index r, Index c) {
-              return out(r, c);
-            }));
+  finish<T>(st, rows, cols, 2,
+            check_error<T>(
+                Op::softmax, rows, cols, t, [&](Index r, Index c) { return out(r, c); }, Src));
 }
 
-template <typename T>
+template <typename T, Data Src = Data::logits>
 void softmax_smax_colmajor_strided(benchmark::State& st) {
   const Index rows = st.range(0), cols = st.range(1);
-  const ColMat<T>& z = logits_colmajor<T>(rows, cols);
+  const ColMat<T>& z = logits_colmajor<T>(rows, cols, Src);
   ColMat<T> out = ColMat<T>::Zero(rows, cols);
   for (auto _ : st) {
     smax::softmax_into(out, z, smax::rowwise);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
+  finish<T>(st, rows, cols, 2,
+            check_error<T>(
+                Op::softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }, Src));
+}
+
+/// colwise on a row-major matrix (the transpose of the logits): every column is strided,
+/// the mirror image of smax_colmajor_strided.
+template <typename T>
+void softmax_smax_colwise_rowmajor(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const RowMat<T> z = logits_colmajor<T>(rows, cols).transpose();
+  RowMat<T> out = RowMat<T>::Zero(cols, rows);
+  for (auto _ : st) {
+    smax::softmax_into(out, z, smax::colwise);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
   finish<T>(st, rows, cols, 2, check_error<T>(Op::softmax, rows, cols, 1, [&](Index r, Index c) {
-              return out(r, c);
+              return out(c, r);
             }));
 }
 
@@ -398,34 +447,34 @@ void softmax_smax_fixed3(benchmark::State& st) {
 // ---------------------------------------------------------------------------------------
 // log_softmax and logsumexp
 
-template <typename T>
+template <typename T, Data Src = Data::logits>
 void log_softmax_smax_rowmajor(benchmark::State& st) {
   const Index rows = st.range(0), cols = st.range(1);
-  const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+  const RowMat<T>& z = data<T>(Src, rows, cols);
   RowMat<T> out = RowMat<T>::Zero(rows, cols);
   for (auto _ : st) {
     smax::log_softmax_into(out, z, smax::rowwise);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(
-      st, rows, cols, 2,
-      check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 2,
+            check_error<T>(
+                Op::log_softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }, Src));
 }
 
-template <typename T>
+template <typename T, Data Src = Data::logits>
 void log_softmax_smax_colmajor_strided(benchmark::State& st) {
   const Index rows = st.range(0), cols = st.range(1);
-  const ColMat<T>& z = logits_colmajor<T>(rows, cols);
+  const ColMat<T>& z = logits_colmajor<T>(rows, cols, Src);
   ColMat<T> out = ColMat<T>::Zero(rows, cols);
   for (auto _ : st) {
     smax::log_softmax_into(out, z, smax::rowwise);
     benchmark::DoNotOptimize(out.data());
     benchmark::ClobberMemory();
   }
-  finish<T>(
-      st, rows, cols, 2,
-      check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
+  finish<T>(st, rows, cols, 2,
+            check_error<T>(
+                Op::log_softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }, Src));
 }
 
 /// Safe one-liner: z - (max + log(sum(exp(z - max)))).
@@ -469,10 +518,10 @@ void log_softmax_eigen_loop(benchmark::State& st) {
       check_error<T>(Op::log_softmax, rows, cols, 1, [&](Index r, Index c) { return out(r, c); }));
 }
 
-template <typename T>
+template <typename T, Data Src = Data::logits>
 void logsumexp_smax_rowmajor(benchmark::State& st) {
   const Index rows = st.range(0), cols = st.range(1);
-  const RowMat<T>& z = data<T>(Data::logits, rows, cols);
+  const RowMat<T>& z = data<T>(Src, rows, cols);
   Vec<T> out = Vec<T>::Zero(rows);
   for (auto _ : st) {
     smax::logsumexp_into(out, z, smax::rowwise);
@@ -480,13 +529,14 @@ void logsumexp_smax_rowmajor(benchmark::State& st) {
     benchmark::ClobberMemory();
   }
   finish<T>(st, rows, cols, 1,
-            check_error<T>(Op::logsumexp, rows, cols, 1, [&](Index r, Index) { return out(r); }));
+            check_error<T>(
+                Op::logsumexp, rows, cols, 1, [&](Index r, Index) { return out(r); }, Src));
 }
 
-template <typename T>
+template <typename T, Data Src = Data::logits>
 void logsumexp_smax_colmajor_strided(benchmark::State& st) {
   const Index rows = st.range(0), cols = st.range(1);
-  const ColMat<T>& z = logits_colmajor<T>(rows, cols);
+  const ColMat<T>& z = logits_colmajor<T>(rows, cols, Src);
   Vec<T> out = Vec<T>::Zero(rows);
   for (auto _ : st) {
     smax::logsumexp_into(out, z, smax::rowwise);
@@ -494,7 +544,8 @@ void logsumexp_smax_colmajor_strided(benchmark::State& st) {
     benchmark::ClobberMemory();
   }
   finish<T>(st, rows, cols, 1,
-            check_error<T>(Op::logsumexp, rows, cols, 1, [&](Index r, Index) { return out(r); }));
+            check_error<T>(
+                Op::logsumexp, rows, cols, 1, [&](Index r, Index) { return out(r); }, Src));
 }
 
 template <typename T>
@@ -778,6 +829,11 @@ struct Shape {
 /// Rows x cols: classifier heads, a 1000-class layer, a 32k vocabulary, one huge row set.
 const std::vector<Shape> kShapes = {{4096, 10}, {1024, 1000}, {256, 32000}, {16, 1048576}};
 const std::vector<Shape> kTiny = {{1, 3}};
+/// Short rows (a vector register or two wide): the lane kernels' territory.
+const std::vector<Shape> kShort = {{4096, 3}, {4096, 10}, {4096, 17}, {4096, 32}};
+/// Inputs with -inf masks (Data::masked_logits): short rows, a 1000-class layer, and a
+/// square matrix of attention scores.
+const std::vector<Shape> kMasked = {{4096, 10}, {4096, 32}, {1024, 1000}, {2048, 2048}};
 
 void add(const std::string& name, void (*fn)(benchmark::State&), const std::vector<Shape>& shapes) {
   for (const Shape& s : shapes) {
@@ -877,6 +933,50 @@ void register_all() {
   add("log_softmax_backward_f64/smax_rowmajor", log_softmax_backward_smax_rowmajor<double>,
       kShapes);
   add("log_softmax_backward_f64/naive_eigen", log_softmax_backward_naive<double>, kShapes);
+
+  // Short rows in both layouts, every forward op (kShort adds 3, 17 and 32 columns to
+  // kShapes' 10), fp32 and fp64.
+  add("short/softmax/smax_rowmajor", softmax_smax_rowmajor<float, false>, kShort);
+  add("short/softmax/smax_colmajor_strided", softmax_smax_colmajor_strided<float>, kShort);
+  add("short/softmax_t0.7/smax_rowmajor", softmax_smax_rowmajor<float, true>, kShort);
+  add("short/log_softmax/smax_rowmajor", log_softmax_smax_rowmajor<float>, kShort);
+  add("short/log_softmax/smax_colmajor_strided", log_softmax_smax_colmajor_strided<float>, kShort);
+  add("short/logsumexp/smax_rowmajor", logsumexp_smax_rowmajor<float>, kShort);
+  add("short/logsumexp/smax_colmajor_strided", logsumexp_smax_colmajor_strided<float>, kShort);
+  add("short/softmax/eigen_loop", softmax_eigen_loop<float, false>, kShort);
+#ifdef SMAX_BENCH_HAVE_DNNL
+  add("short/softmax/onednn", dnnl_forward<false, false>, kShort);
+  add("short/log_softmax/onednn", dnnl_forward<true, false>, kShort);
+#endif
+  add("short/softmax_f64/smax_rowmajor", softmax_smax_rowmajor<double, false>, kShort);
+  add("short/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double>, kShort);
+  add("short/log_softmax_f64/smax_rowmajor", log_softmax_smax_rowmajor<double>, kShort);
+  add("short/logsumexp_f64/smax_rowmajor", logsumexp_smax_rowmajor<double>, kShort);
+
+  // -inf masks (Data::masked_logits: fully masked rows and 1 entry in 4 masked) against
+  // the same calls on the unmasked logits, both layouts.
+  const auto masked = Data::masked_logits;
+  add("masked/softmax/smax_rowmajor", softmax_smax_rowmajor<float, false, masked>, kMasked);
+  add("masked/softmax/smax_colmajor_strided", softmax_smax_colmajor_strided<float, masked>,
+      kMasked);
+  add("masked/log_softmax/smax_rowmajor", log_softmax_smax_rowmajor<float, masked>, kMasked);
+  add("masked/log_softmax/smax_colmajor_strided",
+      log_softmax_smax_colmajor_strided<float, masked>, kMasked);
+  add("masked/logsumexp/smax_rowmajor", logsumexp_smax_rowmajor<float, masked>, kMasked);
+  add("masked/logsumexp/smax_colmajor_strided", logsumexp_smax_colmajor_strided<float, masked>,
+      kMasked);
+  add("masked/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double, masked>,
+      kMasked);
+  add("unmasked/softmax/smax_rowmajor", softmax_smax_rowmajor<float, false>, kMasked);
+  add("unmasked/softmax/smax_colmajor_strided", softmax_smax_colmajor_strided<float>, kMasked);
+  add("unmasked/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double>,
+      kMasked);
+
+  // Strided distributions with long rows: rowwise on column-major (above: *_colmajor_strided
+  // on kShapes) and colwise on row-major.
+  add("softmax/smax_colwise_rowmajor", softmax_smax_colwise_rowmajor<float>, kShapes);
+  add("softmax_f64/smax_colwise_rowmajor", softmax_smax_colwise_rowmajor<double>, kShapes);
+  add("log_softmax_f64/smax_colmajor_strided", log_softmax_smax_colmajor_strided<double>, kShapes);
 
 #ifdef _OPENMP
   // Threads (built with SMAX_BENCH_OPENMP): the same calls with Eigen::setNbThreads(n),

@@ -342,6 +342,54 @@ TYPED_TEST(LinearCrossEntropy, OnePassEqualsCrossEntropyBitForBit) {
   }
 }
 
+// p_c = exp((z_c - max) / T) subnormal while p_c / T is normal (T = 2^-20): the second pass
+// of the two-pass chunks rounded p_c on the subnormal grid before the factor 1 / T (up to
+// ~1e3 ULP off); it now computes the exponentials scaled by an exact power of two, as
+// cross_entropy does. W = I and b = 0, so the logits are H exactly and dH is their gradient,
+// compared entry by entry with a long double reference (each entry relative to itself; at
+// the target class relative to 1 / (N T), where p_y - 1 cancels).
+TYPED_TEST(LinearCrossEntropy, SubnormalProbabilitiesAtSmallTemperatureKeepTheirDigits) {
+  using T = TypeParam;
+  const Index N = 5, V = 40;
+  const T temperature = std::ldexp(T(1), -20);
+  const double lo = std::is_same_v<T, float> ? -96.0 : -717.0;
+  const double hi = std::is_same_v<T, float> ? -88.0 : -709.0;
+  layer<T> l;
+  l.h.resize(N, V);
+  for (Index n = 0; n < N; ++n) {
+    for (Index c = 0; c < V; ++c) {
+      const double frac = std::fmod(0.618033988749895 * static_cast<double>(n * V + c + 1), 1.0);
+      const double sc = std::round((lo + (hi - lo) * frac) * 1024.0) / 1024.0;
+      l.h(n, c) = c == (n * 11) % V ? T(0) : static_cast<T>(sc) * temperature;
+    }
+    l.y.push_back((n * 7 + 3) % V);
+  }
+  l.w = Mat<T>::Identity(V, V);
+  l.b = Vec<T>::Zero(V);
+  MatL ref(N, V);
+  for (Index n = 0; n < N; ++n) {
+    long double s = 0;
+    for (Index c = 0; c < V; ++c) s += std::exp(static_cast<long double>(l.h(n, c)) / temperature);
+    for (Index c = 0; c < V; ++c) {
+      const long double p = std::exp(static_cast<long double>(l.h(n, c)) / temperature) / s;
+      ref(n, c) = (p - (c == l.y[static_cast<size_t>(n)] ? 1 : 0)) / temperature / N;
+    }
+  }
+  const spec sp{smax::reduction::mean, 0.0, -100, false, static_cast<double>(temperature)};
+  for (Index classes : {Index(0), Index(7), Index(16)}) {
+    SCOPED_TRACE("chunk classes " + std::to_string(classes));
+    options_for<T> of(sp, V, 0, classes);
+    const auto r = smax::linear_cross_entropy_with_grad(l.h, l.w, l.b, l.y, of.o);
+    for (Index n = 0; n < N; ++n) {
+      for (Index c = 0; c < V; ++c) {
+        const bool target = c == l.y[static_cast<size_t>(n)];
+        const double floor = target ? 1.0 / (static_cast<double>(temperature) * N) : 0.0;
+        EXPECT_TRUE(close(r.dH(n, c), ref(n, c), tol<T>::rel, floor)) << n << ", " << c;
+      }
+    }
+  }
+}
+
 // The numerical policy of cross_entropy, logit by logit, through the layer: W = 2 I, so an
 // entry +-max of H is a +-inf logit; a NaN entry of H makes its whole row of logits NaN
 // (NaN * 0). Each special row shares a batch with an ordinary one; b has a -inf class that

@@ -666,4 +666,179 @@ TYPED_TEST(SoftmaxIdentities, ExpOfLogSoftmaxIsSoftmax) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Batches whose distributions mix finite rows with the policy's limit cases. The kernels
+// take lane_block rows at a time (transposed into a tile when rows are short and
+// contiguous, copied when they lie side by side in a column-major matrix, two-pass online
+// when long); a row with a non-finite maximum must get its own policy result there without
+// changing the results of its neighbours.
+
+template <typename T>
+class SoftmaxBatchLimits : public ::testing::Test {};
+TYPED_TEST_SUITE(SoftmaxBatchLimits, FloatingTypes, TypeNames);
+
+/// What row r of a mixed batch holds (r % 9): 0, 7 finite; 1 all -inf; 2 finite with some
+/// -inf; 3 one +inf among finite and -inf entries; 4 two +inf; 5 one NaN; 6 +inf and NaN;
+/// 8 finite with a large spread (entries beyond exp's range after the shift).
+template <typename T>
+Mat<T> mixed_batch(Index rows, Index cols, std::uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> u(-8, 8);
+  std::uniform_int_distribution<Index> pick(0, cols - 1);
+  Mat<T> z(rows, cols);
+  for (Index r = 0; r < rows; ++r) {
+    for (Index c = 0; c < cols; ++c) z(r, c) = static_cast<T>(u(gen));
+    const Index a = pick(gen), b = cols > 1 ? (a + 1 + pick(gen) % (cols - 1)) % cols : a;
+    switch (r % 9) {
+      case 1:
+        z.row(r).setConstant(-inf<T>);
+        break;
+      case 2:
+        for (Index c = 0; c < cols; c += 2) z(r, c) = -inf<T>;
+        z(r, a) = static_cast<T>(u(gen));  // at least one finite entry
+        break;
+      case 3:
+        if (cols > 2) z(r, b) = -inf<T>;
+        z(r, a) = inf<T>;
+        break;
+      case 4:
+        z(r, a) = inf<T>;
+        z(r, b) = inf<T>;
+        break;
+      case 5:
+        z(r, a) = qnan<T>;
+        break;
+      case 6:
+        z(r, a) = inf<T>;
+        z(r, b) = qnan<T>;
+        break;
+      case 8:
+        z(r, a) = static_cast<T>(std::is_same_v<T, float> ? 150 : 1000);
+        break;
+      default:
+        break;
+    }
+  }
+  return z;
+}
+
+/// The three forward ops of a batch, rowwise.
+template <typename T>
+struct forward_results {
+  Mat<T> y, ly;
+  Vec<T> lse;
+};
+
+/// Runs the three forward ops on z stored in one order, out of place and in place (the
+/// kernels read every input before writing over it), and colwise on the transpose.
+template <typename T, int Order>
+forward_results<T> run_mixed_batch(const Mat<T>& zc, T t, const std::string& what) {
+  using M = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Order>;
+  const M z = zc;
+  M y, ly;
+  Vec<T> lse;
+  smax::softmax_into(y, z, smax::rowwise, t);
+  smax::log_softmax_into(ly, z, smax::rowwise, t);
+  smax::logsumexp_into(lse, z, smax::rowwise);
+  M y2 = z, ly2 = z;
+  smax::softmax_into(y2, y2, smax::rowwise, t);
+  smax::log_softmax_into(ly2, ly2, smax::rowwise, t);
+  EXPECT_TRUE(bit_equal(y, y2)) << what << ": softmax in place";
+  EXPECT_TRUE(bit_equal(ly, ly2)) << what << ": log_softmax in place";
+  using MT = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic,
+                           Order == Eigen::RowMajor ? Eigen::ColMajor : Eigen::RowMajor>;
+  const MT zt = z.transpose();
+  MT yt;
+  smax::softmax_into(yt, zt, smax::colwise, t);
+  EXPECT_TRUE(bit_equal(M(yt.transpose()), y)) << what << ": colwise on the transpose";
+  return {y, ly, lse};
+}
+
+/// Checks every row of both storage orders' results against the policy: rows with a
+/// finite maximum and no +inf or NaN against the long double reference with the
+/// documented bounds, the others exactly (the one-distribution result, which the policy
+/// tests above pin down).
+template <typename T>
+void check_mixed_batch(const Mat<T>& z, T t, const std::string& what) {
+  const forward_results<T> res[2] = {run_mixed_batch<T, Eigen::RowMajor>(z, t, what),
+                                     run_mixed_batch<T, Eigen::ColMajor>(z, t, what)};
+  const char* order[2] = {" row-major", " column-major"};
+  for (Index r = 0; r < z.rows(); ++r) {
+    const Vec<T> row = z.row(r).transpose();
+    bool finite_max = false, special = false;
+    for (Index c = 0; c < row.size(); ++c) {
+      finite_max = finite_max || std::isfinite(row(c));
+      special = special || std::isnan(row(c)) || (std::isinf(row(c)) && row(c) > 0);
+    }
+    const std::string at = what + ", row " + std::to_string(r) + " (kind " +
+                           std::to_string(r % 9) + "), T = " + show(t);
+    if (finite_max && !special) {
+      const reference ref = reference_for<T>(hi(row), t);
+      const long double lse = t == T(1) ? ref.logsumexp : reference_for<T>(hi(row)).logsumexp;
+      for (int o = 0; o < 2; ++o) {
+        const Vec<T> y = res[o].y.row(r).transpose(), ly = res[o].ly.row(r).transpose();
+        EXPECT_TRUE(softmax_within_bound(ref, y)) << at << order[o];
+        EXPECT_TRUE(within_log_ulps_of_reference(ref.log_softmax, ly)) << at << order[o];
+        EXPECT_LE(log_domain_error<T>(res[o].lse(r), lse), 4.0L) << at << order[o];
+      }
+    } else {
+      const Vec<T> y = smax::softmax(row, t), ly = smax::log_softmax(row, t);
+      const T lse = smax::logsumexp(row);
+      for (int o = 0; o < 2; ++o) {
+        EXPECT_TRUE(bit_equal(y, Vec<T>(res[o].y.row(r).transpose()))) << at << order[o];
+        EXPECT_TRUE(bit_equal(ly, Vec<T>(res[o].ly.row(r).transpose()))) << at << order[o];
+        EXPECT_TRUE(std::isnan(lse) ? std::isnan(res[o].lse(r)) : lse == res[o].lse(r))
+            << at << order[o] << ": logsumexp " << show(res[o].lse(r)) << ", expected "
+            << show(lse);
+      }
+    }
+  }
+}
+
+TYPED_TEST(SoftmaxBatchLimits, NonFiniteRowsInLaneBlocksGetThePolicyResult) {
+  using T = TypeParam;
+  std::uint32_t seed = 900;
+  // Short rows (tiles: transposed, permuted, gathered tails), rows around the tile length,
+  // long rows (the two-pass kernel); row counts around the lane block and past the
+  // dense-row threshold.
+  for (Index cols : {1, 2, 3, 5, 8, 10, 16, 17, 32, 33, 64, 65, 129, 300}) {
+    for (Index rows : {9, 70, 300}) {
+      if (rows * cols > 20000) continue;
+      const Mat<T> z = mixed_batch<T>(rows, cols, ++seed);
+      for (T t : {T(1), rows == 70 ? T(3) : T(0.7)}) {
+        check_mixed_batch<T>(z, t, std::to_string(rows) + "x" + std::to_string(cols));
+      }
+    }
+  }
+}
+
+TYPED_TEST(SoftmaxBatchLimits, FiniteRowsDoNotDependOnTheirNeighbours) {
+  using T = TypeParam;
+  // The same finite rows alone and in lane blocks whose other rows are -inf, +inf or NaN:
+  // bit for bit the same results.
+  for (Index cols : {3, 10, 17, 40, 200}) {
+    for (int order = 0; order < 2; ++order) {
+      const Mat<T> mixed = mixed_batch<T>(64, cols, 77 + static_cast<std::uint32_t>(cols));
+      Mat<T> clean = mixed;
+      for (Index r = 0; r < clean.rows(); ++r) {
+        if (r % 9 != 0 && r % 9 != 7 && r % 9 != 8) clean.row(r) = clean.row(0);
+      }
+      Mat<T> a, b;
+      if (order == 0) {
+        a = smax::softmax(mixed, smax::rowwise);
+        b = smax::softmax(clean, smax::rowwise);
+      } else {
+        using RM = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+        a = smax::softmax(RM(mixed), smax::rowwise);
+        b = smax::softmax(RM(clean), smax::rowwise);
+      }
+      for (Index r = 0; r < mixed.rows(); ++r) {
+        if (r % 9 == 0 || r % 9 == 7 || r % 9 == 8) {
+          EXPECT_TRUE(bit_equal(b.row(r), a.row(r))) << cols << " columns, row " << r;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -435,13 +435,27 @@ void gradient_chunk(const row_state<T>& st, const index_model<T>& tile_model, T*
   }
   const shift<T> sh(st.m, temperature);
   pairwise_sum<A> unused;
-  exp_sum<true>(x, 1, x, 1, len, sh, unused);
+  // exp(s_c) 2^K, exactly, as ce_sample stores it: no rounding on the subnormal grid before
+  // the factor 1 / T (K = 0 from T = 1 up); the scale cancels against s 2^K.
+  const exp_scale<T> sc(loss::gradient_exp_scale<T>(st.a_sum, temperature, len));
+  exp_sum<true>(x, 1, x, 1, len, sh, unused, sc);
+  const A s_scaled = sc.k == 0 ? st.s : std::ldexp(st.s, sc.k);
   if (!st.careful) {
-    tile_model.finish(x, 1, len, static_cast<T>(st.k1), static_cast<T>(st.k2));
+    const A k1 = sc.k == 0 ? st.k1 : std::ldexp(st.k1, -sc.k);
+    tile_model.finish(x, 1, len, static_cast<T>(k1), static_cast<T>(st.k2));
   } else {
+    const A t = static_cast<A>(temperature);
+    const A st_scaled = s_scaled * t;
     for (Index c = 0; c < len; ++c) {
-      const A dd = st.a_sum * static_cast<A>(x[c]) / st.s - static_cast<A>(tile_model.coef(c));
-      x[c] = dd == A(0) ? T(0) : static_cast<T>(dd * st.k2);
+      const A e = static_cast<A>(x[c]);
+      const A a = static_cast<A>(tile_model.coef(c));
+      const A q = st.a_sum * e / st_scaled - a / t;  // (A p - a) / T, p never rounded alone
+      if (is_finite(q)) {
+        x[c] = q == A(0) ? T(0) : static_cast<T>(q * static_cast<A>(gscale));
+      } else {
+        const A dd = st.a_sum * e / s_scaled - a;
+        x[c] = dd == A(0) ? T(0) : static_cast<T>(dd * st.k2);
+      }
     }
   }
 }

@@ -504,9 +504,9 @@ void masked_forward_block(const batch<const T>& in, const batch<T>& out, const b
   }
   masked_fillers(mx, fill_values, nb, temperature);
   // Distributions that keep nothing: 0 in every place, so that the lane kernels see finite
-  // maxima and keep their vectorised path (an all -inf lane sends the whole lane block to
-  // the one-at-a-time kernel); their outputs are overwritten below. (A -inf maximum with
-  // something kept, all -inf, keeps the -inf filler: the kernels must see it to give NaN.)
+  // maxima (an all -inf lane would come out NaN); their outputs are overwritten below. (A
+  // -inf maximum with something kept, all -inf, keeps the -inf filler: the kernels must see
+  // it to give NaN.)
   bool nothing[masked_block_max] = {};  // nb >= 1 always; zeroed for GCC -Wmaybe-uninitialized
   bool any_nothing = false;
   for (Index j = 0; j < nb; ++j) {

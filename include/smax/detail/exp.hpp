@@ -185,6 +185,24 @@ EIGEN_ALWAYS_INLINE void opaque_under_fast_math(Packet& v) {
 #endif
 }
 
+/// The reduction shared by the exps below: for xc (already clamped) returns exp(r) with
+/// xc = k ln2 + r, and sets j = magic + k (k's bits, see exp_constants) and k.
+template <typename Packet>
+EIGEN_ALWAYS_INLINE Packet exp_reduced(const Packet& xc, Packet& j, Packet& k) {
+  namespace ei = Eigen::internal;
+  using T = typename ei::unpacket_traits<Packet>::type;
+  using C = exp_constants<T>;
+  j = ei::pmadd(xc, ei::pset1<Packet>(C::log2e), ei::pset1<Packet>(C::magic));
+  opaque_under_fast_math(j);
+  k = ei::psub(j, ei::pset1<Packet>(C::magic));
+  Packet r = ei::pmadd(k, ei::pset1<Packet>(-C::ln2_hi), xc);
+  opaque_under_fast_math(r);  // else k ln2_hi + k ln2_lo is refolded to k (ln2_hi + ln2_lo)
+  r = ei::pmadd(k, ei::pset1<Packet>(-C::ln2_lo), r);
+  Packet p = ei::pset1<Packet>(C::poly[C::degree]);
+  for (int i = C::degree - 1; i >= 0; --i) p = ei::pmadd(p, r, ei::pset1<Packet>(C::poly[i]));
+  return p;
+}
+
 /// exp of every lane of x; NaN stays NaN, -inf gives 0, +inf gives +inf.
 template <typename Packet>
 EIGEN_ALWAYS_INLINE Packet pexp_accurate(const Packet& x) {
@@ -194,14 +212,8 @@ EIGEN_ALWAYS_INLINE Packet pexp_accurate(const Packet& x) {
   // x86 min/max return their second operand when either is NaN, and Eigen's pmin/pmax
   // pass x there, so NaN flows through the clamp and the arithmetic below.
   const Packet xc = ei::pmin(ei::pmax(x, ei::pset1<Packet>(C::lo)), ei::pset1<Packet>(C::hi));
-  Packet j = ei::pmadd(xc, ei::pset1<Packet>(C::log2e), ei::pset1<Packet>(C::magic));
-  opaque_under_fast_math(j);
-  const Packet k = ei::psub(j, ei::pset1<Packet>(C::magic));
-  Packet r = ei::pmadd(k, ei::pset1<Packet>(-C::ln2_hi), xc);
-  opaque_under_fast_math(r);  // else k ln2_hi + k ln2_lo is refolded to k (ln2_hi + ln2_lo)
-  r = ei::pmadd(k, ei::pset1<Packet>(-C::ln2_lo), r);
-  Packet p = ei::pset1<Packet>(C::poly[C::degree]);
-  for (int i = C::degree - 1; i >= 0; --i) p = ei::pmadd(p, r, ei::pset1<Packet>(C::poly[i]));
+  Packet j, k;
+  const Packet p = exp_reduced(xc, j, k);
   Packet result;
 #if defined(__FAST_MATH__)
   // -ffast-math sets flush-to-zero anyway, and Eigen's pldexp does not survive it (double):
@@ -245,6 +257,83 @@ EIGEN_ALWAYS_INLINE Packet pexp_accurate(const Packet& x) {
 #endif
   return result;
 }
+
+/// exp(x) 2^K for every lane, K >= 0 an integer held as T in kk, with lo_k = lo - K ln2
+/// (below it the result rounds to 0): pexp_accurate's result scaled exactly, but rounded
+/// once, after the scaling. Where exp(x) is subnormal and exp(x) 2^K is not, it keeps the
+/// precision pexp_accurate loses on the subnormal grid (the losses' gradients multiply p by
+/// 1/T later). NaN stays NaN, -inf gives 0.
+template <typename Packet>
+EIGEN_ALWAYS_INLINE Packet pexp_scaled(const Packet& x, const Packet& kk, const Packet& lo_k) {
+  namespace ei = Eigen::internal;
+  using T = typename ei::unpacket_traits<Packet>::type;
+  using C = exp_constants<T>;
+  const Packet xc = ei::pmin(ei::pmax(x, lo_k), ei::pset1<Packet>(C::hi));
+  Packet j, k;
+  const Packet p = exp_reduced(xc, j, k);
+  // magic + k + K and k + K: integers far below 2^mantissa_bits, so both sums are exact.
+  const Packet jk = ei::padd(j, kk);
+  const Packet kt = ei::padd(k, kk);
+  Packet result;
+#if defined(__FAST_MATH__)
+  if constexpr (pow2_from_bits<Packet>::available) {
+    const Packet jc = ei::pmin(ei::pmax(jk, ei::pset1<Packet>(C::magic + C::min_k)),
+                               ei::pset1<Packet>(C::magic + C::max_k));
+    result = ei::pmul(p, pow2_from_bits<Packet>::run(jc));
+    result =
+        ei::pselect(ei::pcmp_lt(kt, ei::pset1<Packet>(C::min_k)), ei::pset1<Packet>(T(0)), result);
+    result = ei::pselect(ei::pcmp_lt(ei::pset1<Packet>(C::max_k), kt),
+                         ei::pset1<Packet>(std::numeric_limits<T>::infinity()), result);
+  } else {
+    result = ei::pldexp(p, kt);
+  }
+#else
+  if (!pow2_from_bits<Packet>::available) {
+    result = ei::pldexp(p, kt);
+  } else if (!any_outside(kt, ei::pset1<Packet>(C::min_k), ei::pset1<Packet>(C::max_k))) {
+    result = ei::pmul(p, pow2_from_bits<Packet>::run(jk));
+  } else {
+    // As in pexp_accurate: lanes at or below the clamp are exactly 0 without pldexp.
+    const Packet zero = ei::pcmp_le(x, lo_k);
+    const Packet kz = ei::pselect(zero, ei::pset1<Packet>(T(0)), kt);
+    if (!any_outside(kz, ei::pset1<Packet>(C::min_k), ei::pset1<Packet>(C::max_k))) {
+      const Packet jz = ei::pselect(zero, ei::pset1<Packet>(C::magic + C::min_k + 1), jk);
+      result =
+          ei::pselect(zero, ei::pset1<Packet>(T(0)), ei::pmul(p, pow2_from_bits<Packet>::run(jz)));
+    } else {
+      result = ei::pldexp(p, kt);
+    }
+  }
+#endif
+#if !defined(EIGEN_VECTORIZE_SSE)
+  result = ei::pselect(ei::pcmp_eq(x, x), result, x);
+#endif
+  return result;
+}
+
+/// The constants of pexp_scaled for a scale 2^K: K as T, and the clamp lo - K ln2.
+template <typename T>
+struct exp_scale {
+  int k = 0;
+  T kk = T(0);
+  T lo_k = T(0);
+
+  exp_scale() = default;
+  explicit exp_scale(int K) : k(K), kk(static_cast<T>(K)) {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      lo_k = static_cast<T>(exp_constants<T>::lo - static_cast<T>(K) * T(0.693147180559945309L));
+    }
+  }
+
+  /// exp(v) 2^K for one value (the paths without a vectorised exp): exact scaling where
+  /// exp(v) is normal; below, exp(v + K ln2), whose argument carries a rounding of about
+  /// |v| eps, the size of the rounding v itself already carries.
+  T scalar(T v) const {
+    const T e = std::exp(v);
+    if (k == 0 || !(e < std::numeric_limits<T>::min())) return std::ldexp(e, k);
+    return std::exp(v + static_cast<T>(k) * static_cast<T>(0.693147180559945309417232121458L));
+  }
+};
 
 /// An Eigen functor for exp(x) that vectorises with pexp_accurate.
 template <typename T>

@@ -96,6 +96,33 @@ bool all_finite(const A& a) {
   return true;
 }
 
+/// floor(log2 |x|) for a finite x != 0 (std::ilogb), from the exponent bits where x is
+/// normal: the loss kernels take it per sample, where a library call would show.
+template <typename T>
+int exponent_of(T x) {
+  if constexpr (has_float_bits<T>) {
+    constexpr int mantissa_bits = std::numeric_limits<T>::digits - 1;
+    const auto e = static_cast<int>((bits_of(x) & float_bits<T>::exponent) >> mantissa_bits);
+    if (e != 0) return e - (std::numeric_limits<T>::max_exponent - 1);
+  }
+  return static_cast<int>(std::ilogb(x));
+}
+
+/// 2^e, exactly, for e in the normal range of T (built from the exponent bits).
+template <typename T>
+T pow2_of(int e) {
+  if constexpr (has_float_bits<T>) {
+    constexpr int mantissa_bits = std::numeric_limits<T>::digits - 1;
+    using U = typename float_bits<T>::type;
+    const U u = static_cast<U>(e + (std::numeric_limits<T>::max_exponent - 1)) << mantissa_bits;
+    T x;
+    std::memcpy(&x, &u, sizeof x);
+    return x;
+  } else {
+    return std::ldexp(T(1), e);
+  }
+}
+
 /// x is +inf.
 template <typename T>
 bool is_pos_inf(T x) {

@@ -122,24 +122,24 @@ EIGEN_ALWAYS_INLINE void fast_two_sum(Packet& h, Packet& l, const Packet& e) {
   h = t;
 }
 
-/// Adds n values in [0, 1] (exponentials of exponents <= 0) to acc: for double with
-/// Fast2Sum seeded with 1 (see fast_two_sum), handing over the error term; for float each
-/// addition in double is already far below float's resolution.
+/// Adds n values in [0, one] (exponentials of exponents <= 0, scaled by one = 2^K) to acc:
+/// for double with Fast2Sum seeded with one (see fast_two_sum), handing over the error term;
+/// for float each addition in double is already far below float's resolution.
 template <typename T, typename Acc>
-void add_unit(Acc& acc, const T* v, Index n) {
+void add_unit(Acc& acc, const T* v, Index n, T one = T(1)) {
   if constexpr (!exact_normalise<T>) {
     acc_t<T> s(0);
     for (Index j = 0; j < n; ++j) s += v[j];
     acc.add(s);
   } else {
-    T h(1), l(0);
+    T h(one), l(0);
     for (Index j = 0; j < n; ++j) {
       T t = h + v[j];
       opaque_under_fast_math(t);
       l += v[j] - (t - h);
       h = t;
     }
-    acc.add(h - T(1), l);  // h - 1 is exact: 1 is a multiple of h's ULP
+    acc.add(h - one, l);  // exact: one (a power of two <= h) is a multiple of h's ULP
   }
 }
 
@@ -203,26 +203,28 @@ EIGEN_ALWAYS_INLINE Packet load_first(const T* from, Index n, T pad) {
   return ei::pload<Packet>(buf);
 }
 
-/// Adds the lanes of an exp-sum block to acc: h0 and h1 (each lane seeded with 1) and the
-/// error terms l, as exactly as acc_t<T> allows.
+/// Adds the lanes of an exp-sum block to acc: h0 and h1 (each lane seeded with one, a power
+/// of two: 1, or the 2^K of a scaled exp-sum) and the error terms l, as exactly as acc_t<T>
+/// allows.
 template <typename T, typename Packet, typename Acc>
-EIGEN_ALWAYS_INLINE void add_block(Acc& acc, const Packet& h0, const Packet& h1, const Packet& l) {
+EIGEN_ALWAYS_INLINE void add_block(Acc& acc, const Packet& h0, const Packet& h1, const Packet& l,
+                                   T one = T(1)) {
   namespace ei = Eigen::internal;
   constexpr Index ps = ei::unpacket_traits<Packet>::size;
   alignas(64) T buf[3 * ps];
   ei::pstore(buf, h0);
   ei::pstore(buf + ps, h1);
   if constexpr (!exact_normalise<T>) {
-    // float: the lanes of h are floats in [1, 33], so their sum in double is exact.
+    // float: the lanes of h are floats in [one, 33 one], so their sum in double is exact.
     static_assert((3 * ps) % 4 == 0, "four partial sums");
     ei::pstore(buf + 2 * ps, l);
     double t[4] = {0, 0, 0, 0};
     for (Index j = 0; j < 3 * ps; j += 4) {
       for (Index q = 0; q < 4; ++q) t[q] += static_cast<double>(buf[j + q]);
     }
-    acc.add(((t[0] + t[1]) + (t[2] + t[3])) - static_cast<double>(2 * ps));
+    acc.add(((t[0] + t[1]) + (t[2] + t[3])) - static_cast<double>(2 * ps) * static_cast<double>(one));
   } else {
-    T hi = -T(2 * ps), lo = ei::predux(l);  // minus the seeds: exact
+    T hi = -T(2 * ps) * one, lo = ei::predux(l);  // minus the seeds: exact
     for (Index j = 0; j < 2 * ps; ++j) {
       const T v = buf[j], s = hi + v, bv = s - hi;
       lo += (hi - (s - bv)) + (v - bv);
@@ -232,23 +234,51 @@ EIGEN_ALWAYS_INLINE void add_block(Acc& acc, const Packet& h0, const Packet& h1,
   }
 }
 
-template <bool Store, bool Divide, typename T, typename Acc>
-void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc) {
+/// pexp_scaled when Scaled, else pexp_accurate (kk and lo_k unused).
+template <bool Scaled, typename Packet>
+EIGEN_ALWAYS_INLINE Packet pexp_maybe_scaled(const Packet& kk, const Packet& lo_k,
+                                             const Packet& v) {
+  if constexpr (Scaled) {
+    return pexp_scaled(v, kk, lo_k);
+  } else {
+    return pexp_accurate(v);
+  }
+}
+
+/// The seed of the exp-sum lanes: 2^K when the exponentials are scaled by 2^K (they are
+/// then at most 2^K, and Fast2Sum needs the running sum to be the larger term), else 1.
+template <bool Scaled, typename T>
+T exp_sum_seed(const exp_scale<T>& sc) {
+  if constexpr (Scaled) {
+    return std::ldexp(T(1), sc.k);
+  } else {
+    return T(1);
+  }
+}
+
+template <bool Store, bool Divide, bool Scaled, typename T, typename Acc>
+void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc,
+                             const exp_scale<T>& sc) {
   Index i = 0;
   if constexpr (has_packet_exp<T>) {
     namespace ei = Eigen::internal;
     using Packet = typename ei::packet_traits<T>::type;
     constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    const Packet kk = ei::pset1<Packet>(sc.kk);
+    const Packet lo_k = ei::pset1<Packet>(sc.lo_k);
+    const T one = exp_sum_seed<Scaled>(sc);
     while (n - i >= ps) {
       // Blocks of up to 64 packets, summed exactly per lane (fast_two_sum), so the total
       // carries the rounding of acc alone: a plain sum rounds at every addition to the lane
       // that holds the largest terms, several ULP of the result.
       const Index end = i + std::min(64 * ps, (n - i) / ps * ps);
-      Packet h0 = ei::pset1<Packet>(T(1)), h1 = h0;
+      Packet h0 = ei::pset1<Packet>(one), h1 = h0;
       Packet l0 = ei::pset1<Packet>(T(0)), l1 = l0;
       for (; i + 2 * ps <= end; i += 2 * ps) {
-        const Packet e0 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
-        const Packet e1 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i + ps)));
+        const Packet e0 = pexp_maybe_scaled<Scaled>(
+            kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
+        const Packet e1 = pexp_maybe_scaled<Scaled>(
+            kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i + ps)));
         if constexpr (Store) {
           ei::pstoreu(out + i, e0);
           ei::pstoreu(out + i + ps, e1);
@@ -257,12 +287,13 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
         fast_two_sum(h1, l1, e1);
       }
       if (i < end) {
-        const Packet e0 = pexp_accurate(sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
+        const Packet e0 = pexp_maybe_scaled<Scaled>(
+            kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
         if constexpr (Store) ei::pstoreu(out + i, e0);
         fast_two_sum(h0, l0, e0);
         i += ps;
       }
-      add_block<T>(acc, h0, h1, ei::padd(l0, l1));
+      add_block<T>(acc, h0, h1, ei::padd(l0, l1), one);
     }
     // The last partial packet. Padding lanes hold the maximum (exponent 0): padding with
     // -inf would also give 0 but sends the packet through the slow subnormal scaling and
@@ -272,9 +303,10 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
       const Index rest = n - i;
       const T pad = sh.hmax / sh.half;
       ei::pstore(buf,
-                 pexp_accurate(sh.template apply<Divide>(load_first<Packet>(x + i, rest, pad))));
+                 pexp_maybe_scaled<Scaled>(
+                     kk, lo_k, sh.template apply<Divide>(load_first<Packet>(x + i, rest, pad))));
       if constexpr (Store) std::copy(buf, buf + rest, out + i);
-      add_unit(acc, buf, rest);
+      add_unit(acc, buf, rest, one);
       i = n;
     }
   }
@@ -282,7 +314,7 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
     const Index end = std::min(n, i + block_size);
     compensated_sum<acc_t<T>> s;
     for (; i < end; ++i) {
-      const T e = std::exp(sh(x[i]));
+      const T e = Scaled ? sc.scalar(sh(x[i])) : std::exp(sh(x[i]));
       if constexpr (Store) out[i] = e;
       s.add(e);
     }
@@ -290,30 +322,40 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
   }
 }
 
-/// Contiguous exp-sum: e_i = exp(shift(x_i)), stored to out when Store, summed into acc.
-/// out may equal x (in place).
+/// Contiguous exp-sum: e_i = exp(shift(x_i)) 2^K (K = sc.k, 0 by default), stored to out
+/// when Store, summed into acc (a compensated_sum or a pairwise_sum of acc_t<T>). out may
+/// equal x (in place).
 template <bool Store, typename T, typename Acc>
-void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc) {
-  if (sh.divide) {
-    exp_sum_contiguous_impl<Store, true>(x, out, n, sh, acc);
+void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc,
+                        const exp_scale<T>& sc = {}) {
+  if (sc.k != 0) {
+    if (sh.divide) {
+      exp_sum_contiguous_impl<Store, true, true>(x, out, n, sh, acc, sc);
+    } else {
+      exp_sum_contiguous_impl<Store, false, true>(x, out, n, sh, acc, sc);
+    }
+  } else if (sh.divide) {
+    exp_sum_contiguous_impl<Store, true, false>(x, out, n, sh, acc, sc);
   } else {
-    exp_sum_contiguous_impl<Store, false>(x, out, n, sh, acc);
+    exp_sum_contiguous_impl<Store, false, false>(x, out, n, sh, acc, sc);
   }
 }
 
 /// Strided exp-sum: gathers chunks into a stack buffer so the vector exp still applies.
-/// acc is a compensated_sum (or a pairwise_sum) of acc_t<T>.
+/// acc is a compensated_sum (or a pairwise_sum) of acc_t<T>; sc scales every exponential by
+/// 2^K exactly (see pexp_scaled).
 template <bool Store, typename T, typename Acc>
-void exp_sum(const T* x, Index xs, T* out, Index os, Index n, const shift<T>& sh, Acc& acc) {
+void exp_sum(const T* x, Index xs, T* out, Index os, Index n, const shift<T>& sh, Acc& acc,
+             const exp_scale<T>& sc = {}) {
   if (xs == 1 && (!Store || os == 1)) {
-    exp_sum_contiguous<Store>(x, out, n, sh, acc);
+    exp_sum_contiguous<Store>(x, out, n, sh, acc, sc);
     return;
   }
   alignas(64) T buf[gather_size];
   for (Index i0 = 0; i0 < n; i0 += gather_size) {
     const Index len = std::min(gather_size, n - i0);
     for (Index i = 0; i < len; ++i) buf[i] = x[(i0 + i) * xs];
-    exp_sum_contiguous<Store>(buf, buf, len, sh, acc);
+    exp_sum_contiguous<Store>(buf, buf, len, sh, acc, sc);
     if constexpr (Store) {
       for (Index i = 0; i < len; ++i) out[(i0 + i) * os] = buf[i];
     }
@@ -499,7 +541,521 @@ EIGEN_ALWAYS_INLINE void fast_two_sum_lanes(Lanes& h, Lanes& l, const E& e) {
   h = t;
 }
 
-/// forward_lanes for short distributions: max, exp-sum and scaling passes over the columns.
+/// Columns the lane kernels prefetch ahead when they walk long strided distributions.
+inline constexpr Index prefetch_columns = 16;
+
+/// Asks for the cache lines of the n values at p ahead of use, into L2 (a no-op where the
+/// compiler has no prefetch builtin). Strided columns sit in different pages, where the
+/// hardware prefetchers, which follow streams within a page, do not reach; and with a
+/// power-of-two stride they share a few L1 sets, where lines fetched ahead would evict
+/// each other before use.
+template <typename T>
+EIGEN_ALWAYS_INLINE void prefetch_lanes(const T* p, Index n, bool write = false) {
+#if defined(__GNUC__)
+  const char* c = reinterpret_cast<const char*>(p);
+  for (Index b = 0; b < n * Index(sizeof(T)); b += 64) {
+    if (write) {
+      __builtin_prefetch(c + b, 1, 1);
+    } else {
+      __builtin_prefetch(c + b, 0, 1);
+    }
+  }
+#else
+  static_cast<void>(p);
+  static_cast<void>(n);
+  static_cast<void>(write);
+#endif
+}
+
+/// Longest distribution forward_lanes handles in three passes; longer ones take two passes
+/// and one more exp per entry, which pays once the columns no longer stay in L1.
+inline constexpr Index lanes_three_pass_max = 128;
+
+/// Stores the first n (< packet size) lanes of p to `to`.
+template <typename Packet, typename T>
+EIGEN_ALWAYS_INLINE void store_first(T* to, const Packet& p, Index n) {
+  namespace ei = Eigen::internal;
+#if defined(EIGEN_VECTORIZE_AVX512)
+  if constexpr (std::is_same_v<Packet, ei::Packet16f>) {
+    _mm512_mask_storeu_ps(to, static_cast<__mmask16>((1u << n) - 1u), p);
+    return;
+  } else if constexpr (std::is_same_v<Packet, ei::Packet8d>) {
+    _mm512_mask_storeu_pd(to, static_cast<__mmask8>((1u << n) - 1u), p);
+    return;
+  }
+#endif
+  alignas(64) T buf[ei::unpacket_traits<Packet>::size];
+  ei::pstore(buf, p);
+  std::copy(buf, buf + n, to);
+}
+
+/// log(sum(exp(x))) of one distribution.
+template <typename T>
+T logsumexp_one(const T* x, Index xs, Index n) {
+  const T m = max_fast(x, n, xs);
+  if (!is_finite(m)) {
+    // -inf: empty or all -inf; +inf: the limit, unless a NaN hides behind it.
+    return has_nan(x, n, xs) ? std::numeric_limits<T>::quiet_NaN() : m;
+  }
+  compensated_sum<acc_t<T>> acc;
+  exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, shift<T>(m, T(1)), acc);
+  return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
+}
+
+/// Longest distribution the lane tiles hold: lane_block of them fill 16 KiB, which stays
+/// in L1 through the tile kernel's passes (float: 128, double: 64).
+template <typename T>
+inline constexpr Index tile_length = Index(16384 / sizeof(T)) / lane_block;
+
+/// The lanes' maxima where finite, 0 where not (tested on the bits, so -ffinite-math-only
+/// cannot fold it away).
+template <typename A>
+A finite_or_zero(const A& m) {
+  A r = m;
+  for (Index j = 0; j < m.size(); ++j) {
+    if (!is_finite(m(j))) r(j) = typename A::Scalar(0);
+  }
+  return r;
+}
+
+/// lane_block distributions side by side in a stack tile, one column per entry: entry k of
+/// distribution j at v[k * lane_block + j]. The callers copy (rows of a column-major
+/// matrix) or transpose (short contiguous rows) the distributions in, so the kernel below
+/// runs on aligned packets in L1 whatever the layout and stride: a power-of-two column
+/// stride would otherwise put every column of a lane block in the same few cache sets.
+/// Lanes past the distributions of a partial block hold 0.
+template <typename T>
+struct lane_tile {
+  using Packet = typename Eigen::internal::packet_traits<T>::type;
+  static constexpr int ps = Eigen::internal::unpacket_traits<Packet>::size;
+  static constexpr int packets = int(lane_block) / ps;  // per column
+  static_assert(int(lane_block) % ps == 0, "a lane block must be whole packets");
+
+  alignas(64) T v[tile_length<T> * lane_block];
+  alignas(64) T m[lane_block];      // the lane maxima, as found
+  alignas(64) T base[lane_block];   // what each lane's exponent subtracts (see prepare)
+  alignas(64) T scale[lane_block];  // softmax: 1 / sum (float) or sum (double); log_softmax:
+                                    // log(sum); logsumexp: the result
+
+  T* column(Index k) { return v + k * lane_block; }
+
+  void set_max(const Packet* mx) {
+    for (int p = 0; p < packets; ++p) Eigen::internal::pstore(m + p * ps, mx[p]);
+  }
+
+  /// Sets base from the maxima. A lane whose maximum is infinite shifts by 0 instead, and
+  /// the regular arithmetic then gives each lane forward_one's result: all -inf sums to 0,
+  /// so softmax 0 * (1/0) and log_softmax -inf - log(0) are NaN and logsumexp -inf + log(0)
+  /// is -inf; a NaN reaches its lane's sum and makes it NaN. A +inf lane is rewritten to a
+  /// distribution with the same result: its +inf entries become 0 and the others -inf (1
+  /// there, 0 elsewhere), or NaN throughout when it holds a NaN, or with Limits (softmax,
+  /// log_softmax) two +inf. Without the rewrite its exponentials could overflow, and the
+  /// compensated sum (tile_exp_sum) of an inf is inf - inf, NaN: logsumexp's m + log(sum)
+  /// is then +inf as it should be, or NaN with a NaN.
+  template <bool Limits>
+  void prepare(Index len) {
+    bool finite = true;
+    for (Index j = 0; j < lane_block; ++j) finite &= is_finite(m[j]);
+    if (finite) {
+      std::copy(m, m + lane_block, base);
+      return;
+    }
+    const T inf = std::numeric_limits<T>::infinity();
+    for (Index j = 0; j < lane_block; ++j) {
+      base[j] = is_finite(m[j]) ? m[j] : T(0);
+      if (!is_pos_inf(m[j])) continue;
+      Index plus_inf = 0;
+      bool nan = false;
+      for (Index k = 0; k < len; ++k) {
+        const T x = v[k * lane_block + j];
+        plus_inf += is_pos_inf(x) ? 1 : 0;
+        nan = nan || is_nan(x);
+      }
+      for (Index k = 0; k < len; ++k) {
+        T& x = v[k * lane_block + j];
+        x = nan || (Limits && plus_inf > 1) ? std::numeric_limits<T>::quiet_NaN()
+                                            : (is_pos_inf(x) ? T(0) : -inf);
+      }
+    }
+  }
+};
+
+/// (x - base) / T as shift<T> computes it, with the lane's halved base hb.
+template <bool Divide, typename T, typename Packet>
+EIGEN_ALWAYS_INLINE Packet lane_exponent(const Packet& x, const Packet& hb, const shift<T>& sh) {
+  namespace ei = Eigen::internal;
+  if constexpr (Divide) {
+    return ei::pdiv(ei::psub(ei::pmul(ei::pset1<Packet>(sh.half), x), hb),
+                    ei::pset1<Packet>(sh.hT));
+  } else {
+    return ei::psub(x, hb);
+  }
+}
+
+/// Per-lane sums s[j] of exp((x - base) / T) over the tile's len columns: lane_chunk
+/// columns summed exactly per lane (fast_two_sum, each lane seeded with 1, above every
+/// exponential once prepare has set base), then compensated in acc_t<T>, as
+/// forward_lanes_online and exp_sum_contiguous do (softmax within 4 ULP, logsumexp 2). With
+/// Store the exponentials replace the entries.
+template <bool Store, bool Divide, typename T>
+void tile_exp_sum(lane_tile<T>& t, Index len, const shift<T>& sh, acc_t<T>* s) {
+  namespace ei = Eigen::internal;
+  using Tile = lane_tile<T>;
+  using Packet = typename Tile::Packet;
+  constexpr int ps = Tile::ps, np = Tile::packets;
+  Packet hb[np];
+  for (int p = 0; p < np; ++p) {
+    const Packet b = ei::pload<Packet>(t.base + p * ps);
+    hb[p] = Divide ? ei::pmul(ei::pset1<Packet>(sh.half), b) : b;
+  }
+  using Sums = Eigen::Array<acc_t<T>, lane_block, 1>;
+  compensated_sum<Sums> acc(Sums::Zero());
+  Sums wide, wide_err;
+  alignas(64) T part[lane_block];
+  alignas(64) T err[lane_block];
+  const Packet one = ei::pset1<Packet>(T(1));
+  for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
+    Packet h[np], l[np];
+    for (int p = 0; p < np; ++p) {
+      h[p] = one;
+      l[p] = ei::pset1<Packet>(T(0));
+    }
+    const Index k1 = std::min(len, k0 + lane_chunk);
+    for (Index k = k0; k < k1; ++k) {
+      T* c = t.column(k);
+      for (int p = 0; p < np; ++p) {
+        const Packet e =
+            pexp_accurate(lane_exponent<Divide>(ei::pload<Packet>(c + p * ps), hb[p], sh));
+        if constexpr (Store) ei::pstore(c + p * ps, e);
+        fast_two_sum(h[p], l[p], e);
+      }
+    }
+    for (int p = 0; p < np; ++p) {
+      ei::pstore(part + p * ps, ei::psub(h[p], one));  // exact: 1 is a multiple of h's ULP
+      ei::pstore(err + p * ps, l[p]);
+    }
+    // A plain loop: compilers vectorise the float-to-double widening, Eigen 3.4's cast does not.
+    for (Index j = 0; j < lane_block; ++j) {
+      wide(j) = static_cast<acc_t<T>>(part[j]);
+      wide_err(j) = static_cast<acc_t<T>>(err[j]);
+    }
+    acc.add(wide, wide_err);
+  }
+  Eigen::Map<Sums, Eigen::Aligned> sums(s);
+  sums = acc.total();
+}
+
+/// Reads a tile's softmax or log_softmax outputs, a packet at a time, once run() has
+/// filled in the per-lane scale.
+template <forward_op Op, bool Divide, typename T>
+struct tile_output {
+  using Tile = lane_tile<T>;
+  using Packet = typename Tile::Packet;
+  static constexpr int ps = Tile::ps, np = Tile::packets;
+  Tile& t;
+  const shift<T>& sh;
+  Packet hb[np];
+  Packet sc[np];
+
+  tile_output(Tile& tile, const shift<T>& s) : t(tile), sh(s) {}
+
+  /// Prepares the tile (maxima in t.m, len columns) and runs the exp-sum pass.
+  void run(Index len) {
+    namespace ei = Eigen::internal;
+    t.template prepare<true>(len);
+    alignas(64) acc_t<T> s[lane_block];
+    tile_exp_sum<Op == forward_op::softmax, Divide>(t, len, sh, s);
+    if constexpr (Op == forward_op::softmax) {
+      // float: one reciprocal per lane rounded from the double sum, then multiplies (as
+      // forward_one); double: divide.
+      for (Index j = 0; j < lane_block; ++j) {
+        t.scale[j] = exact_normalise<T> ? static_cast<T>(s[j]) : static_cast<T>(acc_t<T>(1) / s[j]);
+      }
+    } else {
+      using Sums = Eigen::Array<acc_t<T>, lane_block, 1>;
+      const Sums log_s = Eigen::Map<const Sums, Eigen::Aligned>(s).log();
+      for (Index j = 0; j < lane_block; ++j) t.scale[j] = static_cast<T>(log_s(j));
+    }
+    for (int p = 0; p < np; ++p) {
+      const Packet b = ei::pload<Packet>(t.base + p * ps);
+      hb[p] = Divide ? ei::pmul(ei::pset1<Packet>(sh.half), b) : b;
+      sc[p] = ei::pload<Packet>(t.scale + p * ps);
+    }
+  }
+
+  /// Packet p of output column k.
+  EIGEN_ALWAYS_INLINE Packet operator()(Index k, int p) const {
+    namespace ei = Eigen::internal;
+    const Packet v = ei::pload<Packet>(t.v + k * lane_block + p * ps);
+    if constexpr (Op == forward_op::softmax) {
+      return exact_normalise<T> ? ei::pdiv(v, sc[p]) : ei::pmul(v, sc[p]);
+    } else {
+      return ei::psub(lane_exponent<Divide>(v, hb[p], sh), sc[p]);
+    }
+  }
+};
+
+/// Per-lane logsumexp of a filled tile (maxima in t.m) into t.scale.
+template <typename T>
+void tile_logsumexp(lane_tile<T>& t, Index len) {
+  t.template prepare<false>(len);
+  alignas(64) acc_t<T> s[lane_block];
+  tile_exp_sum<false, false>(t, len, shift<T>(T(0), T(1)), s);
+  using Sums = Eigen::Array<acc_t<T>, lane_block, 1>;
+  const Sums log_s = Eigen::Map<const Sums, Eigen::Aligned>(s).log();
+  for (Index j = 0; j < lane_block; ++j) {
+    t.scale[j] = static_cast<T>(static_cast<acc_t<T>>(t.m[j]) + log_s(j));
+  }
+}
+
+/// Copies nb <= lane_block distributions lying side by side (entry k of distribution j at
+/// x[j + k * xk]) into the tile and records their maxima.
+template <typename T>
+void tile_load_across(lane_tile<T>& t, const T* x, Index xk, Index nb, Index len) {
+  namespace ei = Eigen::internal;
+  using Tile = lane_tile<T>;
+  using Packet = typename Tile::Packet;
+  constexpr int ps = Tile::ps, np = Tile::packets;
+  Packet mx[np];
+  for (int p = 0; p < np; ++p) mx[p] = ei::pset1<Packet>(-std::numeric_limits<T>::infinity());
+  if (nb == lane_block) {
+    for (Index k = 0; k < len; ++k) {
+      const T* xc = x + k * xk;
+      T* c = t.column(k);
+      for (int p = 0; p < np; ++p) {
+        const Packet v = ei::ploadu<Packet>(xc + p * ps);
+        ei::pstore(c + p * ps, v);
+        mx[p] = ei::pmax(v, mx[p]);
+      }
+    }
+  } else {
+    for (Index k = 0; k < len; ++k) {
+      const T* xc = x + k * xk;
+      T* c = t.column(k);
+      for (int p = 0; p < np; ++p) {
+        const Index rest = nb - p * ps;
+        const Packet v = rest >= ps  ? ei::ploadu<Packet>(xc + p * ps)
+                         : rest > 0 ? load_first<Packet>(xc + p * ps, rest, T(0))
+                                    : ei::pset1<Packet>(T(0));
+        ei::pstore(c + p * ps, v);
+        mx[p] = ei::pmax(v, mx[p]);
+      }
+    }
+  }
+  t.set_max(mx);
+}
+
+/// Writes packets f(k, p) to nb distributions side by side (entry k of distribution j at
+/// y[j + k * yk]).
+template <typename T, typename F>
+void tile_store_across(const F& f, T* y, Index yk, Index nb, Index len) {
+  namespace ei = Eigen::internal;
+  constexpr int ps = lane_tile<T>::ps, np = lane_tile<T>::packets;
+  if (nb == lane_block) {
+    for (Index k = 0; k < len; ++k) {
+      for (int p = 0; p < np; ++p) ei::pstoreu(y + k * yk + p * ps, f(k, p));
+    }
+    return;
+  }
+  for (Index k = 0; k < len; ++k) {
+    T* yc = y + k * yk;
+    for (int p = 0; p < np; ++p) {
+      const Index rest = nb - p * ps;
+      if (rest >= ps) {
+        ei::pstoreu(yc + p * ps, f(k, p));
+      } else if (rest > 0) {
+        store_first(yc + p * ps, f(k, p), rest);
+      }
+    }
+  }
+}
+
+/// Gathers nb <= lane_block distributions of any layout (entry k of distribution j at
+/// x[j * xd + k * xk]) into the tile and records their maxima.
+template <typename T>
+void tile_load_gather(lane_tile<T>& t, const T* x, Index xd, Index xk, Index nb, Index len) {
+  namespace ei = Eigen::internal;
+  using Tile = lane_tile<T>;
+  using Packet = typename Tile::Packet;
+  constexpr int ps = Tile::ps, np = Tile::packets;
+  for (Index k = 0; k < len; ++k) {
+    T* c = t.column(k);
+    for (Index j = 0; j < nb; ++j) c[j] = x[j * xd + k * xk];
+    for (Index j = nb; j < lane_block; ++j) c[j] = T(0);
+  }
+  Packet mx[np];
+  for (int p = 0; p < np; ++p) mx[p] = ei::pload<Packet>(t.v + p * ps);
+  for (Index k = 1; k < len; ++k) {
+    for (int p = 0; p < np; ++p) mx[p] = ei::pmax(mx[p], ei::pload<Packet>(t.column(k) + p * ps));
+  }
+  t.set_max(mx);
+}
+
+/// Scatters packets f(k, p) to nb distributions of any layout.
+template <typename T, typename F>
+void tile_store_scatter(const F& f, T* y, Index yd, Index yk, Index nb, Index len) {
+  namespace ei = Eigen::internal;
+  constexpr int ps = lane_tile<T>::ps, np = lane_tile<T>::packets;
+  alignas(64) T buf[lane_block];
+  for (Index k = 0; k < len; ++k) {
+    for (int p = 0; p < np; ++p) ei::pstore(buf + p * ps, f(k, p));
+    for (Index j = 0; j < nb; ++j) y[j * yd + k * yk] = buf[j];
+  }
+}
+
+/// Transposes lane_block contiguous rows (row j at x + j * xd) into the tile, ps rows at a
+/// time through registers (Eigen's ptranspose), and records their maxima. Loads of a row's
+/// last partial packet run into the following rows: callers make sure that memory is
+/// part of the input.
+template <typename T>
+void tile_load_rows(lane_tile<T>& t, const T* x, Index xd, Index len) {
+  namespace ei = Eigen::internal;
+  using Tile = lane_tile<T>;
+  using Packet = typename Tile::Packet;
+  constexpr int ps = Tile::ps, np = Tile::packets;
+  Packet mx[np];
+  for (int g = 0; g < np; ++g) {
+    const T* xg = x + g * ps * xd;
+    for (Index k0 = 0; k0 < len; k0 += ps) {
+      ei::PacketBlock<Packet, ps> b;
+      for (int i = 0; i < ps; ++i) b.packet[i] = ei::ploadu<Packet>(xg + i * xd + k0);
+      ei::ptranspose(b);
+      const int width = static_cast<int>(std::min<Index>(ps, len - k0));
+      for (int i = 0; i < width; ++i) {
+        ei::pstore(t.column(k0 + i) + g * ps, b.packet[i]);
+        mx[g] = k0 + i == 0 ? b.packet[i] : ei::pmax(mx[g], b.packet[i]);
+      }
+    }
+  }
+  t.set_max(mx);
+}
+
+/// Writes packets f(k, p) back to lane_block contiguous rows (row j at y + j * yd),
+/// transposing ps rows at a time; never writes past a row's end.
+template <typename T, typename F>
+void tile_store_rows(const F& f, T* y, Index yd, Index len) {
+  namespace ei = Eigen::internal;
+  using Tile = lane_tile<T>;
+  using Packet = typename Tile::Packet;
+  constexpr int ps = Tile::ps, np = Tile::packets;
+  for (int g = 0; g < np; ++g) {
+    T* yg = y + g * ps * yd;
+    for (Index k0 = 0; k0 < len; k0 += ps) {
+      const int width = static_cast<int>(std::min<Index>(ps, len - k0));
+      ei::PacketBlock<Packet, ps> b;
+      for (int i = 0; i < ps; ++i) b.packet[i] = i < width ? f(k0 + i, g) : ei::pset1<Packet>(T(0));
+      ei::ptranspose(b);
+      if (width == ps) {
+        for (int i = 0; i < ps; ++i) ei::pstoreu(yg + i * yd + k0, b.packet[i]);
+      } else {
+        for (int i = 0; i < ps; ++i) store_first(yg + i * yd + k0, b.packet[i], width);
+      }
+    }
+  }
+}
+
+#if defined(EIGEN_VECTORIZE_AVX512)
+/// Dense rows of at most dense_rows_max floats (row j at x + j * len): 16 rows are len
+/// whole packets, and AVX-512 permutes (vpermps with a merge mask) move them to and from
+/// the tile's columns in len * len instructions per direction, a fraction of what
+/// ptranspose's 16 x 16 transposes cost when most of each row packet is padding.
+inline constexpr Index dense_rows_max = 8;
+
+/// The permutes' indices and masks for one row length: column k of 16 rows takes lane j
+/// from flat position j * len + k, in packet (j * len + k) / 16; flat position q * 16 + i
+/// takes it back from lane (q * 16 + i) / len of column (q * 16 + i) % len.
+struct dense_rows_plan {
+  __m512i in_idx[dense_rows_max][dense_rows_max];
+  __m512i out_idx[dense_rows_max][dense_rows_max];
+  __mmask16 in_mask[dense_rows_max][dense_rows_max];
+  __mmask16 out_mask[dense_rows_max][dense_rows_max];
+  int len;
+
+  explicit dense_rows_plan(int n) : len(n) {
+    alignas(64) std::int32_t idx[16];
+    for (int k = 0; k < len; ++k) {
+      for (int src = 0; src < len; ++src) {
+        unsigned mask = 0;
+        for (int j = 0; j < 16; ++j) {
+          const int pos = j * len + k;
+          idx[j] = pos % 16;
+          if (pos / 16 == src) mask |= 1u << j;
+        }
+        in_idx[k][src] = _mm512_load_si512(idx);
+        in_mask[k][src] = static_cast<__mmask16>(mask);
+      }
+    }
+    for (int q = 0; q < len; ++q) {
+      for (int k = 0; k < len; ++k) {
+        unsigned mask = 0;
+        for (int i = 0; i < 16; ++i) {
+          const int pos = q * 16 + i;
+          idx[i] = pos / len;
+          if (pos % len == k) mask |= 1u << i;
+        }
+        out_idx[q][k] = _mm512_load_si512(idx);
+        out_mask[q][k] = static_cast<__mmask16>(mask);
+      }
+    }
+  }
+};
+
+/// Loads lane_block dense rows (row j at x + j * len) into the tile; records the maxima.
+inline void tile_load_dense(lane_tile<float>& t, const float* x, const dense_rows_plan& plan) {
+  const int len = plan.len;
+  __m512 mx[2];
+  for (int g = 0; g < 2; ++g) {
+    const float* xg = x + g * 16 * len;
+    __m512 a[dense_rows_max];
+    for (int src = 0; src < len; ++src) a[src] = _mm512_loadu_ps(xg + 16 * src);
+    for (int k = 0; k < len; ++k) {
+      __m512 c = _mm512_permutexvar_ps(plan.in_idx[k][0], a[0]);
+      for (int src = 1; src < len; ++src) {
+        c = _mm512_mask_permutexvar_ps(c, plan.in_mask[k][src], plan.in_idx[k][src], a[src]);
+      }
+      _mm512_store_ps(t.column(k) + g * 16, c);
+      mx[g] = k == 0 ? c : _mm512_max_ps(c, mx[g]);
+    }
+  }
+  t.set_max(mx);
+}
+
+/// Writes packets f(k, g) back to lane_block dense rows (row j at y + j * len).
+template <typename F>
+void tile_store_dense(const F& f, float* y, const dense_rows_plan& plan) {
+  const int len = plan.len;
+  for (int g = 0; g < 2; ++g) {
+    __m512 c[dense_rows_max];
+    for (int k = 0; k < len; ++k) c[k] = f(k, g);
+    float* yg = y + g * 16 * len;
+    for (int q = 0; q < len; ++q) {
+      __m512 o = _mm512_permutexvar_ps(plan.out_idx[q][0], c[0]);
+      for (int k = 1; k < len; ++k) {
+        o = _mm512_mask_permutexvar_ps(o, plan.out_mask[q][k], plan.out_idx[q][k], c[k]);
+      }
+      _mm512_storeu_ps(yg + 16 * q, o);
+    }
+  }
+}
+#endif
+
+/// Runs the softmax or log_softmax tile kernel with `divide` known at compile time; f
+/// receives the tile_output.
+template <forward_op Op, typename T, typename F>
+void with_tile_output(lane_tile<T>& t, Index len, const shift<T>& sh, F&& f) {
+  if (sh.divide) {
+    tile_output<Op, true, T> out(t, sh);
+    out.run(len);
+    f(out);
+  } else {
+    tile_output<Op, false, T> out(t, sh);
+    out.run(len);
+    f(out);
+  }
+}
+
+/// forward_lanes for short distributions without a vectorised exp (long double): max,
+/// exp-sum and scaling passes over the columns, on Eigen arrays.
 template <forward_op Op, int N, typename T>
 void forward_lanes_3pass(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature) {
   using Lanes = Eigen::Array<T, N, 1, Eigen::ColMajor, lane_block, 1>;
@@ -508,12 +1064,10 @@ void forward_lanes_3pass(const T* x, Index xk, T* y, Index yk, Index nb, Index l
   const auto out = [&](Index k) { return Eigen::Map<Lanes>(y + k * yk, nb); };
   if (len == 0) return;
 
-  // A NaN may or may not survive this max; either way it reaches the lane's sum, and NaN
-  // sums make the whole distribution NaN.
   Lanes m = in(0);
   for (Index k = 1; k < len; ++k) m = m.max(in(k));
   if (!all_finite(m) || temperature == T(0) || is_pos_inf(temperature)) {
-    // Limits and non-finite maxima: rare, handled one distribution at a time.
+    // Limits and non-finite maxima: handled one distribution at a time.
     for (Index j = 0; j < nb; ++j) forward_one<Op>(x + j, xk, y + j, yk, len, temperature);
     return;
   }
@@ -555,6 +1109,10 @@ void forward_lanes_3pass(const T* x, Index xk, T* y, Index yk, Index nb, Index l
 /// outputs. Each chunk is read twice while it is in L1, the whole range only twice: with a
 /// power-of-two column stride the slices of all columns share a few cache sets, so a three-pass
 /// scheme would fetch every column from L3 three times.
+/// Non-finite entries keep the block on this path: a lane whose maximum is -inf so far
+/// shifts by 0 (its sum stays 0, giving NaN as forward_one does when every entry is -inf), a
+/// NaN reaches its lane's sum, and only lanes whose maximum is +inf or NaN are computed
+/// by forward_one, before the second pass, which then leaves them alone.
 template <forward_op Op, int N, typename T>
 void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index len,
                           T temperature) {
@@ -572,29 +1130,44 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
     if (sh.divide) return (sh.half * in(k)-hm) / sh.hT;
     return in(k)-hm;
   };
+  // The lanes' shift: m itself while every maximum is finite, else 0 where it is not.
+  const auto halved_base = [&](const Lanes& m, bool finite) -> Lanes {
+    if (finite) return sh.half * m;
+    return sh.half * finite_or_zero(m);
+  };
 
   // Pass 1. A NaN may or may not survive the max; either way it reaches the lane's sum.
   Lanes m(nb);
+  bool finite = true;  // every lane's running maximum is finite
   compensated_sum<Sums> acc(Sums::Zero(nb));
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
     const Index k1 = std::min(len, k0 + lane_chunk);
+    for (Index k = k0 + prefetch_columns; k < std::min(len, k1 + prefetch_columns); ++k) {
+      prefetch_lanes(x + k * xk, nb);
+    }
     Lanes cm = in(k0);
     for (Index k = k0 + 1; k < k1; ++k) cm = cm.max(in(k));
-    if (!all_finite(cm)) {
-      // Limits and non-finite entries: rare, handled one distribution at a time.
-      for (Index j = 0; j < nb; ++j) forward_one<Op>(x + j, xk, y + j, yk, len, temperature);
-      return;
-    }
+    const bool clean = finite && all_finite(cm);
     if (k0 == 0) {
       m = cm;
+      finite = clean;
     } else if ((cm > m).any()) {
       const Lanes mn = m.max(cm);
       const Sums d = (m.template cast<acc_t<T>>() - mn.template cast<acc_t<T>>()) /
                      static_cast<acc_t<T>>(temperature);
-      acc.scale(d.unaryExpr(exp_op<acc_t<T>>()));
+      if (clean) {
+        acc.scale(d.unaryExpr(exp_op<acc_t<T>>()));
+      } else {
+        // Lanes that did not grow keep their sum (-inf - -inf would be NaN); a lane that
+        // leaves -inf scales its zero sum by exp(-inf) = 0.
+        acc.scale((cm > m).select(d.unaryExpr(exp_op<acc_t<T>>()), Sums::Ones(nb)));
+      }
       m = mn;
+      if (!clean) finite = all_finite(m);
     }
-    const Lanes hm = sh.half * m;
+    const Lanes hm = halved_base(m, finite);
+    // Seeded with 1, above every exponential of a lane whose maximum is finite (the others
+    // hold 0s, or are recomputed by forward_one below): fast_two_sum.
     Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);
     for (Index k = k0; k < k1; ++k) fast_two_sum_lanes(h, l, exponent(k, hm).unaryExpr(exp_op<T>()));
     acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
@@ -602,24 +1175,42 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
 
   // Pass 2.
   const Sums s = acc.total();
-  const Lanes hm = sh.half * m;
+  const Lanes hm = halved_base(m, finite);
+  // +inf and NaN maxima: those lanes one at a time, before the pass below overwrites x
+  // when y is x; the pass then keeps what forward_one wrote there.
+  Eigen::Array<bool, N, 1, Eigen::ColMajor, lane_block, 1> special(nb);
+  bool any_special = false;
+  for (Index j = 0; j < special.size(); ++j) {
+    special(j) = !finite && !is_finite(m(j)) && !is_neg_inf(m(j));
+    if (special(j)) {
+      any_special = true;
+      forward_one<Op>(x + j, xk, y + j, yk, len, temperature);
+    }
+  }
+  const auto write = [&](Index k, const auto& value) {
+    if (k + prefetch_columns < len) {
+      prefetch_lanes(x + (k + prefetch_columns) * xk, nb);
+      prefetch_lanes(y + (k + prefetch_columns) * yk, nb, true);
+    }
+    if (any_special) {
+      out(k) = special.select(out(k), value);
+    } else {
+      out(k) = value;
+    }
+  };
   if constexpr (Op == forward_op::softmax) {
     if constexpr (exact_normalise<T>) {
       const Lanes total = s.template cast<T>();
-      for (Index k = 0; k < len; ++k) out(k) = exponent(k, hm).unaryExpr(exp_op<T>()) / total;
+      for (Index k = 0; k < len; ++k) write(k, exponent(k, hm).unaryExpr(exp_op<T>()) / total);
     } else {
       const Lanes inv = s.inverse().template cast<T>();
-      for (Index k = 0; k < len; ++k) out(k) = exponent(k, hm).unaryExpr(exp_op<T>()) * inv;
+      for (Index k = 0; k < len; ++k) write(k, exponent(k, hm).unaryExpr(exp_op<T>()) * inv);
     }
   } else {
     const Lanes log_s = s.log().template cast<T>();
-    for (Index k = 0; k < len; ++k) out(k) = exponent(k, hm) - log_s;
+    for (Index k = 0; k < len; ++k) write(k, exponent(k, hm) - log_s);
   }
 }
-
-/// Longest distribution forward_lanes handles in three passes; longer ones take two passes
-/// and one more exp per entry, which pays once the columns no longer stay in L1.
-inline constexpr Index lanes_three_pass_max = 128;
 
 /// softmax or log_softmax of nb <= lane_block distributions that lie side by side in memory:
 /// element k of distribution j is x[j + k * xk] (and y[j + k * yk]). This is the layout of
@@ -628,6 +1219,23 @@ inline constexpr Index lanes_three_pass_max = 128;
 /// N is lane_block for full blocks, Eigen::Dynamic (capacity lane_block) for the rest.
 template <forward_op Op, int N, typename T>
 void forward_lanes(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature) {
+  if (temperature == T(0) || is_pos_inf(temperature)) {
+    // The limits: rare, one distribution at a time.
+    for (Index j = 0; j < nb; ++j) forward_one<Op>(x + j, xk, y + j, yk, len, temperature);
+    return;
+  }
+  if constexpr (has_packet_exp<T>) {
+    if (len <= tile_length<T>) {
+      // Copied into an L1 tile, then three passes on aligned packets.
+      lane_tile<T> t;
+      tile_load_across(t, x, xk, nb, len);
+      with_tile_output<Op>(t, len, shift<T>(T(0), temperature),
+                           [&](const auto& f) { tile_store_across<T>(f, y, yk, nb, len); });
+    } else {
+      forward_lanes_online<Op, N>(x, xk, y, yk, nb, len, temperature);
+    }
+    return;
+  }
   if (len <= lanes_three_pass_max) {
     forward_lanes_3pass<Op, N>(x, xk, y, yk, nb, len, temperature);
   } else {
@@ -646,17 +1254,32 @@ void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len
     forward_lanes<Op, Eigen::Dynamic>(x + j, xk, y + j, yk, count - j, len, temperature);
 }
 
-/// Longest distribution the short-row path transposes into its 8 KiB tile.
+/// Longest distribution the short-row path transposes into its tile: rows up to this
+/// length are too short for forward_one to run at full speed one at a time.
 template <typename T>
 inline constexpr Index short_length = Index(8192 / sizeof(T)) / lane_block;
 
 /// softmax or log_softmax of count short distributions stored one after another (element k
 /// of distribution j at x[j * xd + k * xk]): one distribution is too short to fill a vector
-/// register, so blocks of lane_block of them are transposed into a stack tile and
+/// register, so blocks of lane_block of them are gathered into a stack tile and
 /// vectorised across, as in forward_lanes.
 template <forward_op Op, typename T>
 void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Index count, Index len,
                    T temperature) {
+  if constexpr (has_packet_exp<T>) {
+    if (temperature != T(0) && !is_pos_inf(temperature)) {
+      const shift<T> sh(T(0), temperature);
+      lane_tile<T> t;
+      for (Index j0 = 0; j0 < count; j0 += lane_block) {
+        const Index nb = std::min(lane_block, count - j0);
+        tile_load_gather(t, x + j0 * xd, xd, xk, nb, len);
+        with_tile_output<Op>(t, len, sh, [&](const auto& f) {
+          tile_store_scatter<T>(f, y + j0 * yd, yd, yk, nb, len);
+        });
+      }
+      return;
+    }
+  }
   alignas(64) T tile[lane_block * short_length<T>];
   for (Index j0 = 0; j0 < count; j0 += lane_block) {
     const Index nb = std::min(lane_block, count - j0);
@@ -674,212 +1297,95 @@ void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Ind
   }
 }
 
-/// Stores the first n (< packet size) lanes of p to `to`.
-template <typename Packet, typename T>
-EIGEN_ALWAYS_INLINE void store_first(T* to, const Packet& p, Index n) {
-  namespace ei = Eigen::internal;
-#if defined(EIGEN_VECTORIZE_AVX512)
-  if constexpr (std::is_same_v<Packet, ei::Packet16f>) {
-    _mm512_mask_storeu_ps(to, static_cast<__mmask16>((1u << n) - 1u), p);
-    return;
-  } else if constexpr (std::is_same_v<Packet, ei::Packet8d>) {
-    _mm512_mask_storeu_pd(to, static_cast<__mmask8>((1u << n) - 1u), p);
-    return;
-  }
-#endif
-  alignas(64) T buf[ei::unpacket_traits<Packet>::size];
-  ei::pstore(buf, p);
-  std::copy(buf, buf + n, to);
-}
-
-/// The lane kernel on registers: c[k] holds entry k of ps distributions (one per lane), m
-/// their lane-wise maxima, all finite; replaces c[k] by the outputs.
-template <forward_op Op, bool Divide, typename T, typename Packet>
-EIGEN_ALWAYS_INLINE void lanes_in_registers(Packet* c, Index len, const Packet& m,
-                                            const shift<T>& sh) {
-  namespace ei = Eigen::internal;
-  constexpr int ps = ei::unpacket_traits<Packet>::size;
-  using Wide = Eigen::Array<acc_t<T>, ps, 1>;
-  const Packet hm = Divide ? ei::pmul(ei::pset1<Packet>(sh.half), m) : m;
-  const auto exponent = [&](const Packet& v) {
-    if constexpr (Divide) {
-      return ei::pdiv(ei::psub(ei::pmul(ei::pset1<Packet>(sh.half), v), hm),
-                      ei::pset1<Packet>(sh.hT));
-    } else {
-      return ei::psub(v, hm);
-    }
-  };
-  compensated_sum<Wide> acc(Wide::Zero());
-  alignas(64) T part_buf[ps];
-  alignas(64) T err_buf[ps];
-  using Part = Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>;
-  for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
-    Packet h = ei::pset1<Packet>(T(1)), l = ei::pset1<Packet>(T(0));
-    for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
-      const Packet e = pexp_accurate(exponent(c[k]));
-      if constexpr (Op == forward_op::softmax) c[k] = e;
-      fast_two_sum(h, l, e);
-    }
-    ei::pstore(part_buf, ei::psub(h, ei::pset1<Packet>(T(1))));
-    ei::pstore(err_buf, l);
-    acc.add(Part(part_buf).template cast<acc_t<T>>(), Part(err_buf).template cast<acc_t<T>>());
-  }
-  const Wide s = acc.total();
-  Eigen::Map<Eigen::Array<T, ps, 1>, Eigen::Aligned> lane_values(part_buf);
-  if constexpr (Op == forward_op::softmax) {
-    if constexpr (exact_normalise<T>) {
-      lane_values = s.template cast<T>();
-      const Packet total = ei::pload<Packet>(part_buf);
-      for (Index k = 0; k < len; ++k) c[k] = ei::pdiv(c[k], total);
-    } else {
-      lane_values = s.inverse().template cast<T>();
-      const Packet inv = ei::pload<Packet>(part_buf);
-      for (Index k = 0; k < len; ++k) c[k] = ei::pmul(c[k], inv);
-    }
-  } else {
-    lane_values = s.log().template cast<T>();
-    const Packet log_s = ei::pload<Packet>(part_buf);
-    for (Index k = 0; k < len; ++k) c[k] = ei::psub(exponent(c[k]), log_s);
-  }
-}
-
-/// Loads ps rows of len entries (row j at x + j * xd) as len column packets c[k] (lane j =
-/// x[j * xd + k]) with in-register transposes; returns the lane-wise maxima. Reads up to a
-/// packet past the end of each row (callers make sure that memory is part of the input).
-template <typename T, typename Packet>
-EIGEN_ALWAYS_INLINE Packet load_transposed(const T* x, Index xd, Index len, Packet* c) {
-  namespace ei = Eigen::internal;
-  constexpr int ps = ei::unpacket_traits<Packet>::size;
-  for (Index ch = 0; ch * ps < len; ++ch) {
-    ei::PacketBlock<Packet, ps> b;
-    for (int j = 0; j < ps; ++j) b.packet[j] = ei::ploadu<Packet>(x + j * xd + ch * ps);
-    ei::ptranspose(b);
-    for (int k = 0; k < ps; ++k) c[ch * ps + k] = b.packet[k];
-  }
-  Packet m = c[0];
-  for (Index k = 1; k < len; ++k) m = ei::pmax(m, c[k]);
-  return m;
-}
-
 /// Short contiguous rows (element k of row j at x[j * xd + k], xd >= len, and the same for
-/// y): blocks of ps rows are loaded a packet per row, transposed in registers (Eigen's
-/// ptranspose) so each packet holds one column, run through lanes_in_registers and
-/// transposed back. Loads of a row's last partial packet run into the following rows, so
-/// the last rows (whose loads would leave the matrix) are left to the caller: returns the
-/// number of rows done.
+/// y): blocks of lane_block rows are transposed into the tile in registers (Eigen's
+/// ptranspose), run through the tile kernel and transposed back. Loads of a row's last
+/// partial packet run into the following rows, so the last rows (whose loads would leave
+/// the matrix) are left to the caller: returns the number of rows done.
 template <forward_op Op, typename T>
 Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Index len,
                          T temperature) {
   if constexpr (!has_packet_exp<T>) {
     return 0;
   } else {
-    namespace ei = Eigen::internal;
-    using Packet = typename ei::packet_traits<T>::type;
-    constexpr int ps = ei::unpacket_traits<Packet>::size;
-    const T inf = std::numeric_limits<T>::infinity();
+    constexpr int ps = lane_tile<T>::ps;
     if (len == 0 || len > short_length<T> || temperature == T(0) || is_pos_inf(temperature)) {
       return 0;
     }
-    const Index chunks = (len + ps - 1) / ps;
-    // Last element read for block j0: row j0 + ps - 1, up to chunk end chunks * ps.
-    const Index last = (count - 1) * xd + len;  // one past the last element of x
     const shift<T> sh(T(0), temperature);
-    Packet c[short_length<T> + ps];
+    lane_tile<T> t;
+#if defined(EIGEN_VECTORIZE_AVX512)
+    if constexpr (std::is_same_v<T, float> && lane_tile<T>::ps == 16) {
+      // Dense rows of up to 8 entries: permutes instead of 16 x 16 transposes (the plan's
+      // setup pays from a few hundred rows on).
+      if (xd == len && yd == len && len <= dense_rows_max && count >= 8 * lane_block) {
+        const dense_rows_plan plan(static_cast<int>(len));
+        Index j0 = 0;
+        for (; j0 + lane_block <= count; j0 += lane_block) {
+          tile_load_dense(t, x + j0 * xd, plan);
+          with_tile_output<Op>(t, len, sh, [&](const auto& f) {
+            tile_store_dense(f, y + j0 * yd, plan);
+          });
+        }
+        return j0;
+      }
+    }
+#endif
+    const Index padded = (len + ps - 1) / ps * ps;
+    // Last element read for block j0: row j0 + lane_block - 1, up to its padded length.
+    const Index last = (count - 1) * xd + len;  // one past the last element of x
     Index j0 = 0;
-    for (; j0 + ps <= count && (j0 + ps - 1) * xd + chunks * ps <= last; j0 += ps) {
-      const Packet m = load_transposed(x + j0 * xd, xd, len, c);
-      // Infinite maxima take the scalar kernel, one row at a time. (A NaN may or may not
-      // survive pmax; either way it reaches its row's sum, which turns the row into NaN.)
-      if (ei::predux_any(ei::pcmp_le(ei::pset1<Packet>(inf), ei::pabs(m)))) {
-        for (Index j = 0; j < ps; ++j) {
-          forward_one<Op>(x + (j0 + j) * xd, 1, y + (j0 + j) * yd, 1, len, temperature);
-        }
-        continue;
-      }
-      if (sh.divide) {
-        lanes_in_registers<Op, true>(c, len, m, sh);
-      } else {
-        lanes_in_registers<Op, false>(c, len, m, sh);
-      }
-      for (Index ch = 0; ch < chunks; ++ch) {
-        ei::PacketBlock<Packet, ps> b;
-        for (int k = 0; k < ps; ++k) b.packet[k] = c[ch * ps + k];
-        ei::ptranspose(b);
-        const Index width = std::min<Index>(ps, len - ch * ps);
-        if (width == ps) {
-          for (int j = 0; j < ps; ++j) ei::pstoreu(y + (j0 + j) * yd + ch * ps, b.packet[j]);
-        } else {
-          for (int j = 0; j < ps; ++j) store_first(y + (j0 + j) * yd + ch * ps, b.packet[j], width);
-        }
-      }
+    for (; j0 + lane_block <= count && (j0 + lane_block - 1) * xd + padded <= last;
+         j0 += lane_block) {
+      tile_load_rows(t, x + j0 * xd, xd, len);
+      with_tile_output<Op>(t, len, sh,
+                           [&](const auto& f) { tile_store_rows<T>(f, y + j0 * yd, yd, len); });
     }
     return j0;
   }
 }
 
-/// log(sum(exp(x))) of one distribution.
-template <typename T>
-T logsumexp_one(const T* x, Index xs, Index n) {
-  const T m = max_fast(x, n, xs);
-  if (!is_finite(m)) {
-    // -inf: empty or all -inf; +inf: the limit, unless a NaN hides behind it.
-    return has_nan(x, n, xs) ? std::numeric_limits<T>::quiet_NaN() : m;
-  }
-  compensated_sum<acc_t<T>> acc;
-  exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, shift<T>(m, T(1)), acc);
-  return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
-}
-
 /// logsumexp of short contiguous rows (as forward_short_rows): out[j * os] for the rows
-/// done, which are returned (a multiple of the packet size).
+/// done, which are returned (a multiple of lane_block).
 template <typename T>
 Index logsumexp_short_rows(const T* x, Index xd, Index count, Index len, T* out, Index os) {
   if constexpr (!has_packet_exp<T>) {
     return 0;
   } else {
-    namespace ei = Eigen::internal;
-    using Packet = typename ei::packet_traits<T>::type;
-    constexpr int ps = ei::unpacket_traits<Packet>::size;
-    using Wide = Eigen::Array<acc_t<T>, ps, 1>;
-    const T inf = std::numeric_limits<T>::infinity();
+    constexpr int ps = lane_tile<T>::ps;
     if (len == 0 || len > short_length<T>) return 0;
-    const Index chunks = (len + ps - 1) / ps;
-    const Index last = (count - 1) * xd + len;
-    Packet c[short_length<T> + ps];
-    alignas(64) T buf[ps];
-    alignas(64) T err_buf[ps];
-    Index j0 = 0;
-    for (; j0 + ps <= count && (j0 + ps - 1) * xd + chunks * ps <= last; j0 += ps) {
-      const Packet m = load_transposed(x + j0 * xd, xd, len, c);
-      if (ei::predux_any(ei::pcmp_le(ei::pset1<Packet>(inf), ei::pabs(m)))) {
-        for (Index j = 0; j < ps; ++j)
-          out[(j0 + j) * os] = logsumexp_one(x + (j0 + j) * xd, 1, len);
-        continue;
-      }
-      compensated_sum<Wide> acc(Wide::Zero());
-      using Part = Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>;
-      for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
-        Packet h = ei::pset1<Packet>(T(1)), l = ei::pset1<Packet>(T(0));
-        for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
-          fast_two_sum(h, l, pexp_accurate(ei::psub(c[k], m)));
+    lane_tile<T> t;
+#if defined(EIGEN_VECTORIZE_AVX512)
+    if constexpr (std::is_same_v<T, float> && lane_tile<T>::ps == 16) {
+      if (xd == len && len <= dense_rows_max && count >= 8 * lane_block) {
+        const dense_rows_plan plan(static_cast<int>(len));
+        Index j0 = 0;
+        for (; j0 + lane_block <= count; j0 += lane_block) {
+          tile_load_dense(t, x + j0 * xd, plan);
+          tile_logsumexp(t, len);
+          for (Index j = 0; j < lane_block; ++j) out[(j0 + j) * os] = t.scale[j];
         }
-        ei::pstore(buf, ei::psub(h, ei::pset1<Packet>(T(1))));
-        ei::pstore(err_buf, l);
-        acc.add(Part(buf).template cast<acc_t<T>>(), Part(err_buf).template cast<acc_t<T>>());
+        return j0;
       }
-      const Wide s = acc.total();
-      ei::pstore(buf, m);
-      const Wide r =
-          Eigen::Map<const Eigen::Array<T, ps, 1>, Eigen::Aligned>(buf).template cast<acc_t<T>>() +
-          s.log();
-      for (Index j = 0; j < ps; ++j) out[(j0 + j) * os] = static_cast<T>(r(j));
+    }
+#endif
+    const Index padded = (len + ps - 1) / ps * ps;
+    const Index last = (count - 1) * xd + len;
+    Index j0 = 0;
+    for (; j0 + lane_block <= count && (j0 + lane_block - 1) * xd + padded <= last;
+         j0 += lane_block) {
+      tile_load_rows(t, x + j0 * xd, xd, len);
+      tile_logsumexp(t, len);
+      for (Index j = 0; j < lane_block; ++j) out[(j0 + j) * os] = t.scale[j];
     }
     return j0;
   }
 }
 
 /// logsumexp of nb <= lane_block distributions side by side (element k of distribution j
-/// at x[j + k * xk], the rows of a column-major matrix) into out[j * os].
+/// at x[j + k * xk], the rows of a column-major matrix) into out[j * os]. A lane whose
+/// maximum is not finite shifts by 0: m + log(sum) is then -inf (all -inf) or NaN (a NaN
+/// anywhere), as logsumexp_one gives; a +inf lane is +inf unless it holds a NaN.
 template <int N, typename T>
 void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os) {
   using Lanes = Eigen::Array<T, N, 1, Eigen::ColMajor, lane_block, 1>;
@@ -889,22 +1395,33 @@ void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os
     for (Index j = 0; j < nb; ++j) out[j * os] = -std::numeric_limits<T>::infinity();
     return;
   }
+  if constexpr (has_packet_exp<T>) {
+    if (len <= tile_length<T>) {
+      lane_tile<T> t;
+      tile_load_across(t, x, xk, nb, len);
+      tile_logsumexp(t, len);
+      for (Index j = 0; j < nb; ++j) out[j * os] = t.scale[j];
+      return;
+    }
+  }
   Lanes m = in(0);
   for (Index k = 1; k < len; ++k) m = m.max(in(k));
-  if (!all_finite(m)) {
-    for (Index j = 0; j < nb; ++j) out[j * os] = logsumexp_one(x + j, xk, len);
-    return;
-  }
+  const Lanes base = finite_or_zero(m);
   compensated_sum<Sums> acc(Sums::Zero(nb));
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
     Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);
     for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
-      fast_two_sum_lanes(h, l, (in(k)-m).unaryExpr(exp_op<T>()));
+      fast_two_sum_lanes(h, l, (in(k) - base).unaryExpr(exp_op<T>()));
     }
     acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
   const Sums r = m.template cast<acc_t<T>>() + acc.total().log();
-  for (Index j = 0; j < nb; ++j) out[j * os] = static_cast<T>(r(j));
+  for (Index j = 0; j < nb; ++j) {
+    // A +inf lane's exponentials may overflow, and its compensated sum is then inf - inf.
+    out[j * os] = !is_pos_inf(m(j))        ? static_cast<T>(r(j))
+                  : has_nan(x + j, len, xk) ? std::numeric_limits<T>::quiet_NaN()
+                                            : m(j);
+  }
 }
 
 /// logsumexp of count distributions (element k of distribution d at x[d * xd + k * xk])

@@ -609,6 +609,44 @@ struct probability_model {
   }
 };
 
+/// The exponent K of the exact scale 2^K (pexp_scaled) of the exponentials e_c = exp(s_c)
+/// behind a gradient gscale (A p_c - a_c) / T, p_c = e_c / sum e. Below T = 1 an e_c
+/// rounded on the subnormal grid and then multiplied by about A / T would carry an error of
+/// up to A denorm_min / T (hundreds of ULP of a normal result); stored as e_c 2^K with
+/// 2^K >= 2 |A| / T it is rounded once, after the scaling, wherever the result is normal.
+/// K = 0 from T = 1 up (the usual path, unchanged), and at most what keeps n 2^K finite. It
+/// depends on A and T only, so the loss-only and gradient forms sum the same values.
+template <typename T>
+int gradient_exp_scale(acc_t<T> a_sum, T temperature, Index n) {
+  if (!(temperature < T(1)) || !is_finite(a_sum) || a_sum == acc_t<T>(0)) return 0;
+  int bits = 0;
+  for (Index m = n; m > 0; m >>= 1) ++bits;
+  const int k_max = std::numeric_limits<T>::max_exponent - 2 - bits;
+  const int k = exponent_of(a_sum) - exponent_of(temperature) + 2;
+  return std::clamp(k, 0, k_max);
+}
+
+/// sum_c a_c (max - x_c) / T term by term, for a T so small that some (max - x_c) / T
+/// overflowed T: each term as a_c ((max - x_c) / T) where that quotient is finite, else as
+/// (a_c / T) (max - x_c), else a_c (max - x_c) / T. Dividing the coefficient first keeps a
+/// subnormal a_c exact (a_c / T is normal), where a_c (max - x_c) would round it on the
+/// subnormal grid (fuzz input corpus/fuzz_cross_entropy/subnormal-coefficient-unscaled-
+/// linear: a_c = -1.1e-321, T = 5.4e-323, loss off by 1.1e-4 relative).
+template <typename T, typename Model>
+acc_t<T> unscaled_linear(const T* x, Index xs, Index n, T max, T temperature, const Model& model) {
+  using A = acc_t<T>;
+  const A t = static_cast<A>(temperature);
+  return blocked_sum<A>(n, [&](Index c) -> A {
+    const A a = static_cast<A>(model.coef(c));
+    if (a == A(0)) return A(0);                   // 0 even against max - x_c = +inf
+    const A d = static_cast<A>(max - x[c * xs]);  // the rounding of the shift's x_c - max
+    const A q = d / t;
+    if (is_finite(q)) return a * q;
+    const A r = a / t;
+    return is_finite(r) ? r * d : a * d / t;
+  });
+}
+
 /// gscale * d / T, for a T so small that gscale / T overflows: exactly 0 for d = 0 (never
 /// 0 * inf), finite wherever the true value is.
 template <typename A>
@@ -670,30 +708,41 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
   ce_totals<T> tot = model.totals(x, xs, n, sh);
   if (temperature < T(1) && !is_finite(tot.linear)) {
     // (max - x_c) / T overflowed T (a tiny T) although a small a_c (smoothing, a small
-    // weight) may bring the product back into range: sum a_c (max - x_c) and divide by T
-    // once, in A. Only then: with a subnormal a_c that product loses digits the scaled
-    // form keeps.
-    tot = model.totals(x, xs, n, shift<T>(m, T(1)));
-    tot.linear /= static_cast<A>(temperature);
+    // weight, a subnormal target) may bring the product back into range.
+    tot.linear = unscaled_linear(x, xs, n, m, temperature, model);
   }
+  // The exponentials are e_c 2^K (exactly; K = 0 from T = 1 up), and so is their sum.
+  const exp_scale<T> sc(gradient_exp_scale<T>(tot.a_sum, temperature, n));
   compensated_sum<A> acc;
   if (g != nullptr) {
-    exp_sum<true>(x, xs, g, gs, n, sh, acc);
+    exp_sum<true>(x, xs, g, gs, n, sh, acc, sc);
   } else {
-    exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, sh, acc);
+    exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, sh, acc, sc);
   }
-  const A s = acc.total();
+  const A s_scaled = acc.total();
+  const A s = sc.k == 0 ? s_scaled : std::ldexp(s_scaled, -sc.k);  // exact
   if (g != nullptr) {
+    // p_c = e_c 2^K / (s 2^K): the scale cancels in k1 = gscale A / (T s 2^K).
     const A k2 = static_cast<A>(gscale) / static_cast<A>(temperature);
-    const A k1 = k2 * tot.a_sum / s;
+    const A k1 = k2 * tot.a_sum / s_scaled;
     if (is_finite(static_cast<T>(k1)) && is_finite(static_cast<T>(k2))) {
       model.finish(g, gs, n, static_cast<T>(k1), static_cast<T>(k2));
     } else {
       // A tiny temperature: the scales overflow T (or A), and k1 e - k2 a would be 0 * inf
-      // or inf - inf. Form A p - a first: the gradient is then +-inf, or exactly 0.
+      // or inf - inf. (A p - a) / T as A e 2^K / (s 2^K T) - a / T where both quotients
+      // are finite (p itself may be subnormal, (s 2^K) T is not); otherwise A p - a first:
+      // the gradient is then +-inf, or exactly 0.
+      const A st = s_scaled * static_cast<A>(temperature);
       for (Index c = 0; c < n; ++c) {
-        const A d = tot.a_sum * static_cast<A>(g[c * gs]) / s - static_cast<A>(model.coef(c));
-        g[c * gs] = static_cast<T>(scale_gradient(d, static_cast<A>(gscale), A(temperature)));
+        const A e = static_cast<A>(g[c * gs]);
+        const A a = static_cast<A>(model.coef(c));
+        const A q = tot.a_sum * e / st - a / static_cast<A>(temperature);
+        if (is_finite(q)) {
+          g[c * gs] = static_cast<T>(q == A(0) ? A(0) : q * static_cast<A>(gscale));
+        } else {
+          const A d = tot.a_sum * e / s_scaled - a;
+          g[c * gs] = static_cast<T>(scale_gradient(d, static_cast<A>(gscale), A(temperature)));
+        }
       }
     }
   }
@@ -826,30 +875,90 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
       if (!is_finite(linear[i])) return false;
     }
 
-    // Pass 2: exp(s) into g, and its sums.
+    // Pass 2: exp(s) 2^K into g (K per sample, as ce_sample picks it: 0 from T = 1 up), and
+    // its sums.
+    const A a_smooth = static_cast<A>(pp.smooth) * pp.w_sum;
+    int scale[W] = {};
+    bool scaled = false, uniform = true;
+    if (pp.temperature < T(1)) {
+      // Without weights every sample has the same A, hence the same K (the ignored ones
+      // whatever K: their rows become 0): computed once, it costs nothing on short rows.
+      Index first = -1;
+      for (Index i = 0; i < W; ++i) {
+        if (ignored[i]) continue;
+        if (first < 0) first = i;
+        uniform = uniform && hot[i] == hot[first];
+      }
+      if (uniform) {
+        const int k = first < 0 ? 0
+                                : gradient_exp_scale<T>(static_cast<A>(hot[first]) + a_smooth,
+                                                        pp.temperature, n);
+        for (Index i = 0; i < W; ++i) scale[i] = k;
+        scaled = k != 0;
+      } else {
+        for (Index i = 0; i < W; ++i) {
+          scale[i] = gradient_exp_scale<T>(static_cast<A>(hot[i]) + a_smooth, pp.temperature, n);
+          scaled = scaled || scale[i] != 0;
+        }
+      }
+    }
     A sum[W] = {};
     {
       Packet bs[K];
       for (Index k = 0; k < K; ++k) bs[k] = ei::pset1<Packet>(T(0));
-      for (Index c = 0; c < n; ++c) {
-        for (Index k = 0; k < K; ++k) {
-          const Packet v = ei::ploadu<Packet>(x + c * ld + k * ps);
-          const Packet e = pexp_accurate(ei::pnegate(neg_s(v, k)));
-          if (g != nullptr) ei::pstoreu(g + c * gld + k * ps, e);
-          bs[k] = ei::padd(bs[k], e);
+      if (!scaled) {
+        for (Index c = 0; c < n; ++c) {
+          for (Index k = 0; k < K; ++k) {
+            const Packet v = ei::ploadu<Packet>(x + c * ld + k * ps);
+            const Packet e = pexp_accurate(ei::pnegate(neg_s(v, k)));
+            if (g != nullptr) ei::pstoreu(g + c * gld + k * ps, e);
+            bs[k] = ei::padd(bs[k], e);
+          }
+          if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, sum);
         }
-        if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, sum);
+      } else {
+        // The same loop with pexp_scaled, written out: a lambda shared by both slowed the
+        // unscaled loop by ~25% (clang, direct panels).
+        Packet kk[K], lo_k[K];
+        if (uniform) {
+          const exp_scale<T> sc(scale[0]);
+          for (Index k = 0; k < K; ++k) {
+            kk[k] = ei::pset1<Packet>(sc.kk);
+            lo_k[k] = ei::pset1<Packet>(sc.lo_k);
+          }
+        } else {
+          alignas(64) T kb[W];
+          alignas(64) T lb[W];
+          for (Index i = 0; i < W; ++i) {
+            const exp_scale<T> sc(scale[i]);
+            kb[i] = sc.kk;
+            lb[i] = sc.lo_k;
+          }
+          for (Index k = 0; k < K; ++k) {
+            kk[k] = ei::ploadu<Packet>(kb + k * ps);
+            lo_k[k] = ei::ploadu<Packet>(lb + k * ps);
+          }
+        }
+        for (Index c = 0; c < n; ++c) {
+          for (Index k = 0; k < K; ++k) {
+            const Packet v = ei::ploadu<Packet>(x + c * ld + k * ps);
+            const Packet e = pexp_scaled(ei::pnegate(neg_s(v, k)), kk[k], lo_k[k]);
+            if (g != nullptr) ei::pstoreu(g + c * gld + k * ps, e);
+            bs[k] = ei::padd(bs[k], e);
+          }
+          if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, sum);
+        }
       }
     }
 
-    // Losses; pass 3: g = k1 exp(s) - k2 a.
+    // Losses; pass 3: g = k1 exp(s) 2^K - k2 a (the scale cancels in k1, as in ce_sample).
     alignas(64) T k1[W];
     alignas(64) T k2[W];
-    const A a_smooth = static_cast<A>(pp.smooth) * pp.w_sum;
     A log_sum[W];  // one log per sample: vectorised, it matters for short rows
+    for (Index i = 0; i < W; ++i) log_sum[i] = sum[i] * pow2_of<A>(-scale[i]);  // exact
     {
       Eigen::Map<Eigen::Array<A, W, 1>> out(log_sum);
-      out = Eigen::Map<const Eigen::Array<A, W, 1>>(sum).log();
+      out = out.log();
     }
     for (Index i = 0; i < W; ++i) {
       const A a_sum = static_cast<A>(hot[i]) + a_smooth;
