@@ -112,7 +112,8 @@ class compensated_sum {
 };
 
 /// h + e as h' + (l' - l) without error (Dekker's Fast2Sum), for |h| >= |e|: the exp-sum
-/// loops seed h with 1, above every exponential of an exponent <= 0.
+/// loops seed h with 1, above every exponential of an exponent <= 0 (with 2^K when the
+/// exponentials are scaled by 2^K, see exp_sum_seed).
 template <typename Packet>
 EIGEN_ALWAYS_INLINE void fast_two_sum(Packet& h, Packet& l, const Packet& e) {
   namespace ei = Eigen::internal;
@@ -222,7 +223,8 @@ EIGEN_ALWAYS_INLINE void add_block(Acc& acc, const Packet& h0, const Packet& h1,
     for (Index j = 0; j < 3 * ps; j += 4) {
       for (Index q = 0; q < 4; ++q) t[q] += static_cast<double>(buf[j + q]);
     }
-    acc.add(((t[0] + t[1]) + (t[2] + t[3])) - static_cast<double>(2 * ps) * static_cast<double>(one));
+    acc.add(((t[0] + t[1]) + (t[2] + t[3])) -
+            static_cast<double>(2 * ps) * static_cast<double>(one));
   } else {
     T hi = -T(2 * ps) * one, lo = ei::predux(l);  // minus the seeds: exact
     for (Index j = 0; j < 2 * ps; ++j) {
@@ -1169,7 +1171,9 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
     // Seeded with 1, above every exponential of a lane whose maximum is finite (the others
     // hold 0s, or are recomputed by forward_one below): fast_two_sum.
     Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);
-    for (Index k = k0; k < k1; ++k) fast_two_sum_lanes(h, l, exponent(k, hm).unaryExpr(exp_op<T>()));
+    for (Index k = k0; k < k1; ++k) {
+      fast_two_sum_lanes(h, l, exponent(k, hm).unaryExpr(exp_op<T>()));
+    }
     acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
 
@@ -1411,14 +1415,14 @@ void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
     Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);
     for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
-      fast_two_sum_lanes(h, l, (in(k) - base).unaryExpr(exp_op<T>()));
+      fast_two_sum_lanes(h, l, (in(k)-base).unaryExpr(exp_op<T>()));
     }
     acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
   const Sums r = m.template cast<acc_t<T>>() + acc.total().log();
   for (Index j = 0; j < nb; ++j) {
     // A +inf lane's exponentials may overflow, and its compensated sum is then inf - inf.
-    out[j * os] = !is_pos_inf(m(j))        ? static_cast<T>(r(j))
+    out[j * os] = !is_pos_inf(m(j))         ? static_cast<T>(r(j))
                   : has_nan(x + j, len, xk) ? std::numeric_limits<T>::quiet_NaN()
                                             : m(j);
   }
