@@ -364,7 +364,7 @@ void absorb(row_state<T>& st, const T* x, Index len, Index c0, Index y, T temper
     st.m = mn;
   }
   const shift<T> sh(st.m, temperature);
-  pairwise_sum<A> acc;
+  compensated_sum<A> acc;
   exp_sum<false>(x, 1, static_cast<T*>(nullptr), 1, len, sh, acc);
   const A chunk_sum = acc.total();
   if (is_nan(chunk_sum)) {  // a NaN the cheap maximum missed

@@ -96,7 +96,7 @@ class logsumexp_accumulator {
       if (detail::is_nan(m) || detail::is_pos_inf(m)) absorb(m, sum_type(1));
       return;  // empty or all -inf: nothing to add
     }
-    detail::pairwise_sum<sum_type> acc;
+    detail::compensated_sum<sum_type> acc;
     detail::exp_sum<false>(x, stride, static_cast<T*>(nullptr), 1, n, detail::shift<T>(m, T(1)),
                            acc);
     absorb(m, acc.total());

@@ -716,7 +716,7 @@ T masked_logsumexp_one(const T* x, Index xs, const bool* k, Index ks, Index n) {
   // The kept entries, packed into a stack buffer a chunk at a time, through the vectorised
   // exp-sum: masked entries cost no exp.
   const shift<T> sh(m, T(1));
-  pairwise_sum<acc_t<T>> acc;
+  compensated_sum<acc_t<T>> acc;
   alignas(64) T buf[gather_size];
   Index c = 0;
   for (Index i = 0; i < n; ++i) {
@@ -804,7 +804,7 @@ void masked_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, I
   }
   alignas(64) T ybuf[gather_size];
   alignas(64) T dbuf[gather_size];
-  pairwise_sum<acc_t<T>> acc;
+  compensated_sum<acc_t<T>> acc;
   for (Index i0 = 0; i0 < n; i0 += gather_size) {
     const Index len = std::min(gather_size, n - i0);
     keep_or_fill(dy + i0 * dys, dys, k + i0 * ks, ks, dbuf, Index(1), len, &zero, Index(0));

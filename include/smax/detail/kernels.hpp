@@ -59,6 +59,7 @@ class pairwise_sum {
     for (; (c & 1u) != 0 && k < levels - 1; c >>= 1, ++k) value += level_[k];
     level_[k] = value;
   }
+  void add(A value, const A& lo) { add(A(value + lo)); }
   /// Multiplies everything added so far by f (the online normaliser's rescaling).
   void scale(const A& f) {
     for (int k = 0; k < levels && (count_ >> k) != 0; ++k) {
@@ -79,6 +80,69 @@ class pairwise_sum {
   A level_[levels];
   std::uint64_t count_ = 0;
 };
+
+/// A running sum with its rounding error kept aside (Knuth's TwoSum on every addition): the
+/// total carries about one rounding at any length, where a pairwise sum carries one per
+/// level of its tree, each up to half an ULP of the partial sum (up to 5 ULP of a softmax
+/// output in double). A is a scalar or a fixed-capacity Eigen array; `zero` sizes it.
+template <typename A>
+class compensated_sum {
+ public:
+  explicit compensated_sum(const A& zero = A(0)) : hi_(zero), lo_(zero) {}
+  void add(const A& v) {
+    const A s = hi_ + v;
+    const A bv = s - hi_;
+    lo_ += (hi_ - (s - bv)) + (v - bv);
+    hi_ = s;
+  }
+  /// Adds v + lo, where lo is a small correction (the error term of a partial sum).
+  void add(const A& v, const A& lo) {
+    add(v);
+    lo_ += lo;
+  }
+  /// Multiplies everything added so far by f (the online normaliser's rescaling).
+  void scale(const A& f) {
+    hi_ *= f;
+    lo_ *= f;
+  }
+  A total() const { return hi_ + lo_; }
+
+ private:
+  A hi_, lo_;
+};
+
+/// h + e as h' + (l' - l) without error (Dekker's Fast2Sum), for |h| >= |e|: the exp-sum
+/// loops seed h with 1, above every exponential of an exponent <= 0 (with 2^K when the
+/// exponentials are scaled by 2^K, see exp_sum_seed).
+template <typename Packet>
+EIGEN_ALWAYS_INLINE void fast_two_sum(Packet& h, Packet& l, const Packet& e) {
+  namespace ei = Eigen::internal;
+  Packet t = ei::padd(h, e);
+  opaque_under_fast_math(t);  // else (t - h) is folded to e and the error term to 0
+  l = ei::padd(l, ei::psub(e, ei::psub(t, h)));
+  h = t;
+}
+
+/// Adds n values in [0, one] (exponentials of exponents <= 0, scaled by one = 2^K) to acc:
+/// for double with Fast2Sum seeded with one (see fast_two_sum), handing over the error term;
+/// for float each addition in double is already far below float's resolution.
+template <typename T, typename Acc>
+void add_unit(Acc& acc, const T* v, Index n, T one = T(1)) {
+  if constexpr (!exact_normalise<T>) {
+    acc_t<T> s(0);
+    for (Index j = 0; j < n; ++j) s += v[j];
+    acc.add(s);
+  } else {
+    T h(one), l(0);
+    for (Index j = 0; j < n; ++j) {
+      T t = h + v[j];
+      opaque_under_fast_math(t);
+      l += v[j] - (t - h);
+      h = t;
+    }
+    acc.add(h - one, l);  // exact: one (a power of two <= h) is a multiple of h's ULP
+  }
+}
 
 /// The map from a logit x to the exponent d = (x - max) / T, computed so it never
 /// overflows where the true d is finite: for T > 1 both terms are halved first, which is
@@ -140,6 +204,38 @@ EIGEN_ALWAYS_INLINE Packet load_first(const T* from, Index n, T pad) {
   return ei::pload<Packet>(buf);
 }
 
+/// Adds the lanes of an exp-sum block to acc: h0 and h1 (each lane seeded with one, a power
+/// of two: 1, or the 2^K of a scaled exp-sum) and the error terms l, as exactly as acc_t<T>
+/// allows.
+template <typename T, typename Packet, typename Acc>
+EIGEN_ALWAYS_INLINE void add_block(Acc& acc, const Packet& h0, const Packet& h1, const Packet& l,
+                                   T one = T(1)) {
+  namespace ei = Eigen::internal;
+  constexpr Index ps = ei::unpacket_traits<Packet>::size;
+  alignas(64) T buf[3 * ps];
+  ei::pstore(buf, h0);
+  ei::pstore(buf + ps, h1);
+  if constexpr (!exact_normalise<T>) {
+    // float: the lanes of h are floats in [one, 33 one], so their sum in double is exact.
+    static_assert((3 * ps) % 4 == 0, "four partial sums");
+    ei::pstore(buf + 2 * ps, l);
+    double t[4] = {0, 0, 0, 0};
+    for (Index j = 0; j < 3 * ps; j += 4) {
+      for (Index q = 0; q < 4; ++q) t[q] += static_cast<double>(buf[j + q]);
+    }
+    acc.add(((t[0] + t[1]) + (t[2] + t[3])) -
+            static_cast<double>(2 * ps) * static_cast<double>(one));
+  } else {
+    T hi = -T(2 * ps) * one, lo = ei::predux(l);  // minus the seeds: exact
+    for (Index j = 0; j < 2 * ps; ++j) {
+      const T v = buf[j], s = hi + v, bv = s - hi;
+      lo += (hi - (s - bv)) + (v - bv);
+      hi = s;
+    }
+    acc.add(hi, lo);
+  }
+}
+
 /// pexp_scaled when Scaled, else pexp_accurate (kk and lo_k unused).
 template <bool Scaled, typename Packet>
 EIGEN_ALWAYS_INLINE Packet pexp_maybe_scaled(const Packet& kk, const Packet& lo_k,
@@ -151,9 +247,20 @@ EIGEN_ALWAYS_INLINE Packet pexp_maybe_scaled(const Packet& kk, const Packet& lo_
   }
 }
 
-template <bool Store, bool Divide, bool Scaled, typename T>
-void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
-                             pairwise_sum<acc_t<T>>& acc, const exp_scale<T>& sc) {
+/// The seed of the exp-sum lanes: 2^K when the exponentials are scaled by 2^K (they are
+/// then at most 2^K, and Fast2Sum needs the running sum to be the larger term), else 1.
+template <bool Scaled, typename T>
+T exp_sum_seed(const exp_scale<T>& sc) {
+  if constexpr (Scaled) {
+    return std::ldexp(T(1), sc.k);
+  } else {
+    return T(1);
+  }
+}
+
+template <bool Store, bool Divide, bool Scaled, typename T, typename Acc>
+void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc,
+                             const exp_scale<T>& sc) {
   Index i = 0;
   if constexpr (has_packet_exp<T>) {
     namespace ei = Eigen::internal;
@@ -161,12 +268,14 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
     constexpr Index ps = ei::unpacket_traits<Packet>::size;
     const Packet kk = ei::pset1<Packet>(sc.kk);
     const Packet lo_k = ei::pset1<Packet>(sc.lo_k);
+    const T one = exp_sum_seed<Scaled>(sc);
     while (n - i >= ps) {
-      // Blocks of 8 packets: each lane adds 4 values before the block joins the pairwise
-      // sum, which keeps double rows of any length within an ULP or two.
-      const Index end = i + std::min(8 * ps, (n - i) / ps * ps);
-      Packet a0 = ei::pset1<Packet>(T(0));
-      Packet a1 = ei::pset1<Packet>(T(0));
+      // Blocks of up to 64 packets, summed exactly per lane (fast_two_sum), so the total
+      // carries the rounding of acc alone: a plain sum rounds at every addition to the lane
+      // that holds the largest terms, several ULP of the result.
+      const Index end = i + std::min(64 * ps, (n - i) / ps * ps);
+      Packet h0 = ei::pset1<Packet>(one), h1 = h0;
+      Packet l0 = ei::pset1<Packet>(T(0)), l1 = l0;
       for (; i + 2 * ps <= end; i += 2 * ps) {
         const Packet e0 = pexp_maybe_scaled<Scaled>(
             kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
@@ -176,17 +285,17 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
           ei::pstoreu(out + i, e0);
           ei::pstoreu(out + i + ps, e1);
         }
-        a0 = ei::padd(a0, e0);
-        a1 = ei::padd(a1, e1);
+        fast_two_sum(h0, l0, e0);
+        fast_two_sum(h1, l1, e1);
       }
       if (i < end) {
         const Packet e0 = pexp_maybe_scaled<Scaled>(
             kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
         if constexpr (Store) ei::pstoreu(out + i, e0);
-        a0 = ei::padd(a0, e0);
+        fast_two_sum(h0, l0, e0);
         i += ps;
       }
-      acc.add(static_cast<acc_t<T>>(ei::predux(ei::padd(a0, a1))));
+      add_block<T>(acc, h0, h1, ei::padd(l0, l1), one);
     }
     // The last partial packet. Padding lanes hold the maximum (exponent 0): padding with
     // -inf would also give 0 but sends the packet through the slow subnormal scaling and
@@ -199,29 +308,28 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh,
                  pexp_maybe_scaled<Scaled>(
                      kk, lo_k, sh.template apply<Divide>(load_first<Packet>(x + i, rest, pad))));
       if constexpr (Store) std::copy(buf, buf + rest, out + i);
-      acc_t<T> s(0);
-      for (Index j = 0; j < rest; ++j) s += buf[j];
-      acc.add(s);
+      add_unit(acc, buf, rest, one);
       i = n;
     }
   }
   while (i < n) {
     const Index end = std::min(n, i + block_size);
-    acc_t<T> s(0);
+    compensated_sum<acc_t<T>> s;
     for (; i < end; ++i) {
       const T e = Scaled ? sc.scalar(sh(x[i])) : std::exp(sh(x[i]));
       if constexpr (Store) out[i] = e;
-      s += e;
+      s.add(e);
     }
-    acc.add(s);
+    acc.add(s.total());
   }
 }
 
 /// Contiguous exp-sum: e_i = exp(shift(x_i)) 2^K (K = sc.k, 0 by default), stored to out
-/// when Store, summed into acc. out may equal x (in place).
-template <bool Store, typename T>
-void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
-                        pairwise_sum<acc_t<T>>& acc, const exp_scale<T>& sc = {}) {
+/// when Store, summed into acc (a compensated_sum or a pairwise_sum of acc_t<T>). out may
+/// equal x (in place).
+template <bool Store, typename T, typename Acc>
+void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc,
+                        const exp_scale<T>& sc = {}) {
   if (sc.k != 0) {
     if (sh.divide) {
       exp_sum_contiguous_impl<Store, true, true>(x, out, n, sh, acc, sc);
@@ -236,10 +344,11 @@ void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh,
 }
 
 /// Strided exp-sum: gathers chunks into a stack buffer so the vector exp still applies.
-/// sc scales every exponential by 2^K exactly (see pexp_scaled).
-template <bool Store, typename T>
-void exp_sum(const T* x, Index xs, T* out, Index os, Index n, const shift<T>& sh,
-             pairwise_sum<acc_t<T>>& acc, const exp_scale<T>& sc = {}) {
+/// acc is a compensated_sum (or a pairwise_sum) of acc_t<T>; sc scales every exponential by
+/// 2^K exactly (see pexp_scaled).
+template <bool Store, typename T, typename Acc>
+void exp_sum(const T* x, Index xs, T* out, Index os, Index n, const shift<T>& sh, Acc& acc,
+             const exp_scale<T>& sc = {}) {
   if (xs == 1 && (!Store || os == 1)) {
     exp_sum_contiguous<Store>(x, out, n, sh, acc, sc);
     return;
@@ -330,8 +439,9 @@ bool forward_tiny(const T* x, T* y, Index n, T temperature) {
     alignas(64) T buf[ps];
     const shift<T> sh(m, temperature);  // padding with m: exponent 0
     ei::pstore(buf, pexp_accurate(sh(load_first<Packet>(x, n, m))));
-    acc_t<T> s(0);
-    for (Index i = 0; i < n; ++i) s += buf[i];
+    compensated_sum<acc_t<T>> acc;
+    add_unit(acc, buf, n);
+    const acc_t<T> s = acc.total();
     if constexpr (Op == forward_op::softmax) {
       if constexpr (exact_normalise<T>) {
         for (Index i = 0; i < n; ++i) y[i] = buf[i] / s;
@@ -384,7 +494,7 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
     return;
   }
   const shift<T> sh(m, temperature);
-  pairwise_sum<acc_t<T>> acc;
+  compensated_sum<acc_t<T>> acc;
   if constexpr (Op == forward_op::softmax) {
     exp_sum<true>(x, xs, y, ys, n, sh, acc);
     // float: one reciprocal, rounded once from the wide (double) sum, then multiplies: at
@@ -422,7 +532,16 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
 }
 
 inline constexpr Index lane_block = 32;  // distributions handled side by side
-inline constexpr Index lane_chunk = 4;   // columns summed in T before entering the pairwise sum
+// Columns summed per lane (exactly, with their error terms) before entering acc_t.
+inline constexpr Index lane_chunk = 16;
+
+/// Lane-wise fast_two_sum on Eigen arrays: h + e as h' + (l' - l), exact while h >= e.
+template <typename Lanes, typename E>
+EIGEN_ALWAYS_INLINE void fast_two_sum_lanes(Lanes& h, Lanes& l, const E& e) {
+  const Lanes t = h + e;
+  l += e - (t - h);
+  h = t;
+}
 
 /// Columns the lane kernels prefetch ahead when they walk long strided distributions.
 inline constexpr Index prefetch_columns = 16;
@@ -480,7 +599,7 @@ T logsumexp_one(const T* x, Index xs, Index n) {
     // -inf: empty or all -inf; +inf: the limit, unless a NaN hides behind it.
     return has_nan(x, n, xs) ? std::numeric_limits<T>::quiet_NaN() : m;
   }
-  pairwise_sum<acc_t<T>> acc;
+  compensated_sum<acc_t<T>> acc;
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, shift<T>(m, T(1)), acc);
   return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
 }
@@ -529,11 +648,12 @@ struct lane_tile {
   /// Sets base from the maxima. A lane whose maximum is infinite shifts by 0 instead, and
   /// the regular arithmetic then gives each lane forward_one's result: all -inf sums to 0,
   /// so softmax 0 * (1/0) and log_softmax -inf - log(0) are NaN and logsumexp -inf + log(0)
-  /// is -inf; a NaN reaches its lane's sum and makes it NaN. With Limits (softmax,
-  /// log_softmax), a +inf lane is rewritten to a distribution with the same result: its
-  /// one +inf entry becomes 0 and the others -inf (1 there, 0 elsewhere), or NaN throughout
-  /// when it holds two +inf or a NaN. logsumexp needs no rewrite: m + log(sum) is +inf, or
-  /// NaN with a NaN.
+  /// is -inf; a NaN reaches its lane's sum and makes it NaN. A +inf lane is rewritten to a
+  /// distribution with the same result: its +inf entries become 0 and the others -inf (1
+  /// there, 0 elsewhere), or NaN throughout when it holds a NaN, or with Limits (softmax,
+  /// log_softmax) two +inf. Without the rewrite its exponentials could overflow, and the
+  /// compensated sum (tile_exp_sum) of an inf is inf - inf, NaN: logsumexp's m + log(sum)
+  /// is then +inf as it should be, or NaN with a NaN.
   template <bool Limits>
   void prepare(Index len) {
     bool finite = true;
@@ -545,7 +665,7 @@ struct lane_tile {
     const T inf = std::numeric_limits<T>::infinity();
     for (Index j = 0; j < lane_block; ++j) {
       base[j] = is_finite(m[j]) ? m[j] : T(0);
-      if (!Limits || !is_pos_inf(m[j])) continue;
+      if (!is_pos_inf(m[j])) continue;
       Index plus_inf = 0;
       bool nan = false;
       for (Index k = 0; k < len; ++k) {
@@ -555,8 +675,8 @@ struct lane_tile {
       }
       for (Index k = 0; k < len; ++k) {
         T& x = v[k * lane_block + j];
-        x = nan || plus_inf > 1 ? std::numeric_limits<T>::quiet_NaN()
-                                : (is_pos_inf(x) ? T(0) : -inf);
+        x = nan || (Limits && plus_inf > 1) ? std::numeric_limits<T>::quiet_NaN()
+                                            : (is_pos_inf(x) ? T(0) : -inf);
       }
     }
   }
@@ -575,9 +695,10 @@ EIGEN_ALWAYS_INLINE Packet lane_exponent(const Packet& x, const Packet& hb, cons
 }
 
 /// Per-lane sums s[j] of exp((x - base) / T) over the tile's len columns: lane_chunk
-/// columns added in T, their sums pairwise in acc_t<T> (as forward_lanes_online, so a
-/// double row of 64 entries stays within its ULP target). With Store the exponentials
-/// replace the entries.
+/// columns summed exactly per lane (fast_two_sum, each lane seeded with 1, above every
+/// exponential once prepare has set base), then compensated in acc_t<T>, as
+/// forward_lanes_online and exp_sum_contiguous do (softmax within 4 ULP, logsumexp 2). With
+/// Store the exponentials replace the entries.
 template <bool Store, bool Divide, typename T>
 void tile_exp_sum(lane_tile<T>& t, Index len, const shift<T>& sh, acc_t<T>* s) {
   namespace ei = Eigen::internal;
@@ -590,12 +711,17 @@ void tile_exp_sum(lane_tile<T>& t, Index len, const shift<T>& sh, acc_t<T>* s) {
     hb[p] = Divide ? ei::pmul(ei::pset1<Packet>(sh.half), b) : b;
   }
   using Sums = Eigen::Array<acc_t<T>, lane_block, 1>;
-  pairwise_sum<Sums> acc;
-  Sums wide;
+  compensated_sum<Sums> acc(Sums::Zero());
+  Sums wide, wide_err;
   alignas(64) T part[lane_block];
+  alignas(64) T err[lane_block];
+  const Packet one = ei::pset1<Packet>(T(1));
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
-    Packet a[np];
-    for (int p = 0; p < np; ++p) a[p] = ei::pset1<Packet>(T(0));
+    Packet h[np], l[np];
+    for (int p = 0; p < np; ++p) {
+      h[p] = one;
+      l[p] = ei::pset1<Packet>(T(0));
+    }
     const Index k1 = std::min(len, k0 + lane_chunk);
     for (Index k = k0; k < k1; ++k) {
       T* c = t.column(k);
@@ -603,16 +729,22 @@ void tile_exp_sum(lane_tile<T>& t, Index len, const shift<T>& sh, acc_t<T>* s) {
         const Packet e =
             pexp_accurate(lane_exponent<Divide>(ei::pload<Packet>(c + p * ps), hb[p], sh));
         if constexpr (Store) ei::pstore(c + p * ps, e);
-        a[p] = ei::padd(a[p], e);
+        fast_two_sum(h[p], l[p], e);
       }
     }
-    for (int p = 0; p < np; ++p) ei::pstore(part + p * ps, a[p]);
+    for (int p = 0; p < np; ++p) {
+      ei::pstore(part + p * ps, ei::psub(h[p], one));  // exact: 1 is a multiple of h's ULP
+      ei::pstore(err + p * ps, l[p]);
+    }
     // A plain loop: compilers vectorise the float-to-double widening, Eigen 3.4's cast does not.
-    for (Index j = 0; j < lane_block; ++j) wide(j) = static_cast<acc_t<T>>(part[j]);
-    acc.add(wide);
+    for (Index j = 0; j < lane_block; ++j) {
+      wide(j) = static_cast<acc_t<T>>(part[j]);
+      wide_err(j) = static_cast<acc_t<T>>(err[j]);
+    }
+    acc.add(wide, wide_err);
   }
   Eigen::Map<Sums, Eigen::Aligned> sums(s);
-  sums = acc.total(Sums::Zero());
+  sums = acc.total();
 }
 
 /// Reads a tile's softmax or log_softmax outputs, a packet at a time, once run() has
@@ -948,17 +1080,17 @@ void forward_lanes_3pass(const T* x, Index xk, T* y, Index yk, Index nb, Index l
     return in(k)-hm;
   };
 
-  pairwise_sum<Sums> acc;
+  compensated_sum<Sums> acc(Sums::Zero(nb));
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
-    Lanes part = Lanes::Zero(nb);
+    Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);  // seeded with 1 >= e: fast_two_sum
     for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
       const Lanes e = exponent(k).unaryExpr(exp_op<T>());
       if constexpr (Op == forward_op::softmax) out(k) = e;
-      part += e;
+      fast_two_sum_lanes(h, l, e);
     }
-    acc.add(part.template cast<acc_t<T>>());
+    acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
-  const Sums s = acc.total(Sums::Zero(nb));
+  const Sums s = acc.total();
   if constexpr (Op == forward_op::softmax) {
     if constexpr (exact_normalise<T>) {
       const Lanes total = s.template cast<T>();
@@ -1009,7 +1141,7 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
   // Pass 1. A NaN may or may not survive the max; either way it reaches the lane's sum.
   Lanes m(nb);
   bool finite = true;  // every lane's running maximum is finite
-  pairwise_sum<Sums> acc;
+  compensated_sum<Sums> acc(Sums::Zero(nb));
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
     const Index k1 = std::min(len, k0 + lane_chunk);
     for (Index k = k0 + prefetch_columns; k < std::min(len, k1 + prefetch_columns); ++k) {
@@ -1036,13 +1168,17 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
       if (!clean) finite = all_finite(m);
     }
     const Lanes hm = halved_base(m, finite);
-    Lanes part = Lanes::Zero(nb);
-    for (Index k = k0; k < k1; ++k) part += exponent(k, hm).unaryExpr(exp_op<T>());
-    acc.add(part.template cast<acc_t<T>>());
+    // Seeded with 1, above every exponential of a lane whose maximum is finite (the others
+    // hold 0s, or are recomputed by forward_one below): fast_two_sum.
+    Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);
+    for (Index k = k0; k < k1; ++k) {
+      fast_two_sum_lanes(h, l, exponent(k, hm).unaryExpr(exp_op<T>()));
+    }
+    acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
 
   // Pass 2.
-  const Sums s = acc.total(Sums::Zero(nb));
+  const Sums s = acc.total();
   const Lanes hm = halved_base(m, finite);
   // +inf and NaN maxima: those lanes one at a time, before the pass below overwrites x
   // when y is x; the pass then keeps what forward_one wrote there.
@@ -1252,8 +1388,8 @@ Index logsumexp_short_rows(const T* x, Index xd, Index count, Index len, T* out,
 
 /// logsumexp of nb <= lane_block distributions side by side (element k of distribution j
 /// at x[j + k * xk], the rows of a column-major matrix) into out[j * os]. A lane whose
-/// maximum is not finite shifts by 0: m + log(sum) is then -inf (all -inf), +inf, or NaN
-/// (a NaN anywhere), as logsumexp_one gives.
+/// maximum is not finite shifts by 0: m + log(sum) is then -inf (all -inf) or NaN (a NaN
+/// anywhere), as logsumexp_one gives; a +inf lane is +inf unless it holds a NaN.
 template <int N, typename T>
 void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os) {
   using Lanes = Eigen::Array<T, N, 1, Eigen::ColMajor, lane_block, 1>;
@@ -1275,16 +1411,21 @@ void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os
   Lanes m = in(0);
   for (Index k = 1; k < len; ++k) m = m.max(in(k));
   const Lanes base = finite_or_zero(m);
-  pairwise_sum<Sums> acc;
+  compensated_sum<Sums> acc(Sums::Zero(nb));
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
-    Lanes part = Lanes::Zero(nb);
+    Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);
     for (Index k = k0; k < std::min(len, k0 + lane_chunk); ++k) {
-      part += (in(k) - base).unaryExpr(exp_op<T>());
+      fast_two_sum_lanes(h, l, (in(k)-base).unaryExpr(exp_op<T>()));
     }
-    acc.add(part.template cast<acc_t<T>>());
+    acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
-  const Sums r = m.template cast<acc_t<T>>() + acc.total(Sums::Zero(nb)).log();
-  for (Index j = 0; j < nb; ++j) out[j * os] = static_cast<T>(r(j));
+  const Sums r = m.template cast<acc_t<T>>() + acc.total().log();
+  for (Index j = 0; j < nb; ++j) {
+    // A +inf lane's exponentials may overflow, and its compensated sum is then inf - inf.
+    out[j * os] = !is_pos_inf(m(j))         ? static_cast<T>(r(j))
+                  : has_nan(x + j, len, xk) ? std::numeric_limits<T>::quiet_NaN()
+                                            : m(j);
+  }
 }
 
 /// logsumexp of count distributions (element k of distribution d at x[d * xd + k * xk])
@@ -1305,17 +1446,6 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
   }
   if (xk == 1 && xd >= len && count > 1) d = logsumexp_short_rows(x, xd, count, len, out, os);
   for (; d < count; ++d) out[d * os] = logsumexp_one(x + d * xd, xk, len);
-}
-
-/// Sum of block_sum(i, len) over blocks of block_size entries, the block sums added
-/// pairwise in acc_t<T>.
-template <typename T, typename F>
-acc_t<T> sum_blocks(Index n, F&& block_sum) {
-  pairwise_sum<acc_t<T>> acc;
-  for (Index i = 0; i < n; i += block_size) {
-    acc.add(static_cast<acc_t<T>>(block_sum(i, std::min(block_size, n - i))));
-  }
-  return acc.total();
 }
 
 /// sum_i a[i] * b[i] (sum_i a[i] when b is null) over n contiguous floats, each widened to
@@ -1381,29 +1511,92 @@ inline double wide_dot(const float* a, const float* b, Index n) {
   return s;
 }
 
-/// sum_i a[i * as] * b[i * bs] (or of a alone when b is null) in acc_t<T>, blocks of
-/// block_size added pairwise.
+/// Adds sum_i a[i] * b[i] (sum_i a[i] when b is null) over n contiguous doubles to acc,
+/// each rounded product through TwoSum: dy - <dy, y> cancels (softmax_backward), which
+/// exposes every rounding of a plain sum of the products (up to 15 ULP of the gradient's
+/// scale). The products' own roundings stay: together at most half an ULP of sum |a b|.
+template <typename Acc>
+void dot_compensated(const double* a, const double* b, Index n, Acc& acc) {
+  Index i = 0;
+  if constexpr (Eigen::internal::packet_traits<double>::Vectorizable) {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<double>::type;
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    const auto two_sum = [](Packet& h, Packet& l, const Packet& v) {
+      const Packet t = ei::padd(h, v);
+      const Packet bv = ei::psub(t, h);
+      l = ei::padd(l, ei::padd(ei::psub(h, ei::psub(t, bv)), ei::psub(v, bv)));
+      h = t;
+    };
+    const auto load = [&](Index k) {
+      const Packet va = ei::ploadu<Packet>(a + k);
+      return b == nullptr ? va : ei::pmul(va, ei::ploadu<Packet>(b + k));
+    };
+    Packet h0 = ei::pset1<Packet>(0.0), h1 = h0, l0 = h0, l1 = h0;
+    for (; i + 2 * ps <= n; i += 2 * ps) {
+      two_sum(h0, l0, load(i));
+      two_sum(h1, l1, load(i + ps));
+    }
+    if (i + ps <= n) {
+      two_sum(h0, l0, load(i));
+      i += ps;
+    }
+    two_sum(h0, l0, h1);
+    alignas(64) double buf[ps];
+    ei::pstore(buf, h0);
+    for (Index j = 0; j < ps; ++j) acc.add(buf[j]);
+    acc.add(0.0, ei::predux(ei::padd(l0, l1)));
+  }
+  for (; i < n; ++i) acc.add(b == nullptr ? a[i] : a[i] * b[i]);
+}
+
+/// sum_i a[i * as] * b[i * bs] (or of a alone when b is null) in acc_t<T>: float products
+/// are exact in double and their double sum far below float's resolution; double sums are
+/// compensated (dot_compensated).
 template <typename T>
 acc_t<T> dot_blocks(const T* a, Index as, const T* b, Index bs, Index n) {
-  return sum_blocks<T>(n, [&](Index i, Index len) -> acc_t<T> {
-    if constexpr (std::is_same_v<T, float>) {
-      if (as == 1 && (b == nullptr || bs == 1)) {
-        return wide_dot(a + i, b == nullptr ? nullptr : b + i, len);
-      }
-    } else {
-      if (as == 1 && (b == nullptr || bs == 1)) {
-        const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> am(a + i, len);
-        if (b == nullptr) return am.sum();
-        return (am * Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(b + i, len)).sum();
+  const bool contiguous = as == 1 && (b == nullptr || bs == 1);
+  if constexpr (std::is_same_v<T, float>) {
+    pairwise_sum<double> acc;
+    for (Index i = 0; i < n; i += block_size) {
+      const Index len = std::min(block_size, n - i);
+      if (contiguous) {
+        acc.add(wide_dot(a + i, b == nullptr ? nullptr : b + i, len));
+      } else {
+        double s = 0;
+        for (Index k = i; k < i + len; ++k) {
+          s += static_cast<double>(a[k * as]) * (b == nullptr ? 1.0 : static_cast<double>(b[k * bs]));
+        }
+        acc.add(s);
       }
     }
+    return acc.total();
+  } else {
+    compensated_sum<acc_t<T>> acc;
+    if (contiguous && std::is_same_v<T, double>) {
+      if constexpr (std::is_same_v<T, double>) dot_compensated(a, b, n, acc);
+    } else {
+      for (Index k = 0; k < n; ++k) acc.add(b == nullptr ? a[k * as] : a[k * as] * b[k * bs]);
+    }
+    return acc.total();
+  }
+}
+
+/// dot_blocks for short contiguous rows, in scalar loops: dot_compensated's setup costs more
+/// than such a row.
+template <typename T>
+acc_t<T> short_dot(const T* a, const T* b, Index n) {
+  if constexpr (!exact_normalise<T>) {
     acc_t<T> s(0);
-    for (Index k = i; k < i + len; ++k) {
-      s += static_cast<acc_t<T>>(a[k * as]) *
-           (b == nullptr ? acc_t<T>(1) : static_cast<acc_t<T>>(b[k * bs]));
+    for (Index i = 0; i < n; ++i) {
+      s += static_cast<acc_t<T>>(a[i]) * (b == nullptr ? acc_t<T>(1) : static_cast<acc_t<T>>(b[i]));
     }
     return s;
-  });
+  } else {
+    compensated_sum<T> s;
+    for (Index i = 0; i < n; ++i) s.add(b == nullptr ? a[i] : a[i] * b[i]);
+    return s.total();
+  }
 }
 
 /// Calls f with Eigen maps of the three strided ranges: unit-stride maps (vectorised) when
@@ -1429,9 +1622,7 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
                           T temperature) {
   if (n <= backward_short_max && ys == 1 && dys == 1 && os == 1) {
     // Short rows: plain loops, no per-row map and block machinery.
-    acc_t<T> gs(0);
-    for (Index i = 0; i < n; ++i) gs += static_cast<acc_t<T>>(y[i]) * static_cast<acc_t<T>>(dy[i]);
-    const T g = static_cast<T>(gs);
+    const T g = static_cast<T>(short_dot(y, dy, n));
     if (temperature == T(1)) {
       for (Index i = 0; i < n; ++i) out[i] = y[i] * (dy[i] - g);
     } else if (temperature > T(1)) {
@@ -1472,9 +1663,7 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
       namespace ei = Eigen::internal;
       using Packet = typename ei::packet_traits<T>::type;
       constexpr Index ps = ei::unpacket_traits<Packet>::size;
-      acc_t<T> ss(0);
-      for (Index i = 0; i < n; ++i) ss += static_cast<acc_t<T>>(dy[i]);
-      const T s = static_cast<T>(ss);
+      const T s = static_cast<T>(short_dot(dy, static_cast<const T*>(nullptr), n));
       alignas(64) T buf[ps];
       for (Index i0 = 0; i0 < n; i0 += ps) {
         const Index len = std::min(ps, n - i0);

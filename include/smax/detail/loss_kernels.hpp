@@ -713,7 +713,7 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
   }
   // The exponentials are e_c 2^K (exactly; K = 0 from T = 1 up), and so is their sum.
   const exp_scale<T> sc(gradient_exp_scale<T>(tot.a_sum, temperature, n));
-  pairwise_sum<A> acc;
+  compensated_sum<A> acc;
   if (g != nullptr) {
     exp_sum<true>(x, xs, g, gs, n, sh, acc, sc);
   } else {
@@ -1054,7 +1054,7 @@ log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T tem
     return st;
   }
   st.sh = shift<T>(m, temperature);
-  pairwise_sum<acc_t<T>> acc;
+  compensated_sum<acc_t<T>> acc;
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, st.sh, acc);
   st.log_s = static_cast<T>(std::log(acc.total()));
   // A NaN the cheap max missed shows up here, in the sum.
