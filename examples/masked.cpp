@@ -5,6 +5,7 @@
 // masked_softmax gives the padding probability exactly 0 whatever its logit holds (here
 // garbage: NaN and 1e30), an empty sequence gets all zeros, and the backward pass gives the
 // padding gradient exactly 0.
+#include <cmath>
 #include <cstdio>
 #include <limits>
 
@@ -39,8 +40,9 @@ int main() {
     for (int j = lengths[i]; j < 5; ++j) filled(i, j) = -std::numeric_limits<float>::infinity();
   }
   const Eigen::MatrixXf q = smax::softmax(filled, smax::rowwise);
-  std::printf("plain softmax with -inf padding, empty row: %.3f (NaN: nothing to distribute)\n",
-              static_cast<double>(q(2, 0)));
+  // (printf shows a NaN as "nan" or "-nan" depending on its sign bit, which carries no meaning.)
+  std::printf("plain softmax with -inf padding, empty row: %s (NaN: nothing to distribute)\n",
+              std::isnan(q(2, 0)) ? "nan" : "a number");
 
   // Backward: upstream gradient 1 everywhere (NaN would do as well on the padding).
   const Eigen::MatrixXf dy = Eigen::MatrixXf::Ones(3, 5);
