@@ -176,8 +176,7 @@ Wide reference(Op op, Index r, Index c, Index rows, Index cols, Wide temperature
       if (std::isinf(st.a) && st.a < 0) {  // a fully masked row: NaN, and logsumexp -inf
         return op == Op::logsumexp ? st.a : std::numeric_limits<Wide>::quiet_NaN();
       }
-      const Wide d =
-          (static_cast<Wide>(data<T>(src, rows, cols)(r, c)) - st.a) / temperature;
+      const Wide d = (static_cast<Wide>(data<T>(src, rows, cols)(r, c)) - st.a) / temperature;
       if (op == Op::softmax) return std::exp(d) / st.b;
       if (op == Op::log_softmax) return d - std::log(st.b);
       return st.a + std::log(st.b);
@@ -1018,8 +1017,8 @@ void register_all() {
   add("masked/softmax/smax_colmajor_strided", softmax_smax_colmajor_strided<float, masked>,
       kMasked);
   add("masked/log_softmax/smax_rowmajor", log_softmax_smax_rowmajor<float, masked>, kMasked);
-  add("masked/log_softmax/smax_colmajor_strided",
-      log_softmax_smax_colmajor_strided<float, masked>, kMasked);
+  add("masked/log_softmax/smax_colmajor_strided", log_softmax_smax_colmajor_strided<float, masked>,
+      kMasked);
   add("masked/logsumexp/smax_rowmajor", logsumexp_smax_rowmajor<float, masked>, kMasked);
   add("masked/logsumexp/smax_colmajor_strided", logsumexp_smax_colmajor_strided<float, masked>,
       kMasked);
@@ -1027,8 +1026,7 @@ void register_all() {
       kMasked);
   add("unmasked/softmax/smax_rowmajor", softmax_smax_rowmajor<float, false>, kMasked);
   add("unmasked/softmax/smax_colmajor_strided", softmax_smax_colmajor_strided<float>, kMasked);
-  add("unmasked/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double>,
-      kMasked);
+  add("unmasked/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double>, kMasked);
 
   // Strided distributions with long rows: rowwise on column-major (above: *_colmajor_strided
   // on kShapes) and colwise on row-major.

@@ -770,8 +770,8 @@ void check_mixed_batch(const Mat<T>& z, T t, const std::string& what) {
       finite_max = finite_max || std::isfinite(row(c));
       special = special || std::isnan(row(c)) || (std::isinf(row(c)) && row(c) > 0);
     }
-    const std::string at = what + ", row " + std::to_string(r) + " (kind " +
-                           std::to_string(r % 9) + "), T = " + show(t);
+    const std::string at = what + ", row " + std::to_string(r) + " (kind " + std::to_string(r % 9) +
+                           "), T = " + show(t);
     if (finite_max && !special) {
       const reference ref = reference_for<T>(hi(row), t);
       const long double lse = t == T(1) ? ref.logsumexp : reference_for<T>(hi(row)).logsumexp;

@@ -48,9 +48,9 @@
 namespace {
 
 // The asserted bounds; see the header comment.
-constexpr double softmax_target = 4;  // ULP of y beyond the amplification
+constexpr double softmax_target = 4;      // ULP of y beyond the amplification
 constexpr double log_softmax_target = 4;  // ULP of max(|r|, 1)
-constexpr double lse_target = 2;  // ULP of max(|r|, 1)
+constexpr double lse_target = 2;          // ULP of max(|r|, 1)
 
 using Index = Eigen::Index;
 using ld = long double;

@@ -65,7 +65,8 @@ void run(const std::string& kind, int rows, maxima& mx) {
       const double v = kind == "cauchy" ? cauchy(rng) : normal(rng);
       z(i) = static_cast<T>(kind == "N(0,30)" ? 30 * v : v);
     }
-    if (kind == "one dominant") z(std::uniform_int_distribution<Index>(0, n - 1)(rng)) += T(lift(rng));
+    if (kind == "one dominant")
+      z(std::uniform_int_distribution<Index>(0, n - 1)(rng)) += T(lift(rng));
     const T m = z.maxCoeff();
     const Eigen::Matrix<T, Eigen::Dynamic, 1> y = smax::softmax(z);
 
@@ -126,9 +127,10 @@ void run(const std::string& kind, int rows, maxima& mx) {
 int main(int argc, char** argv) {
   const int rows = argc > 1 ? std::atoi(argv[1]) : 3000;
   std::printf("%d rows per kind, n in 1..300, T = 1; max |error| in ULP of y\n", rows);
-  std::printf("%-6s %-12s %6s %6s %6s %6s %6s   worst (signed: exp_i, exps in sum, summation, "
-              "normalise)\n",
-              "type", "kind", "total", "exp_i", "in sum", "sum", "norm");
+  std::printf(
+      "%-6s %-12s %6s %6s %6s %6s %6s   worst (signed: exp_i, exps in sum, summation, "
+      "normalise)\n",
+      "type", "kind", "total", "exp_i", "in sum", "sum", "norm");
   for (const char* kind : {"N(0,1)", "N(0,30)", "cauchy", "one dominant"}) {
     maxima f, d;
     run<float>(kind, rows, f);

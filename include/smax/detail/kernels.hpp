@@ -836,7 +836,7 @@ void tile_load_across(lane_tile<T>& t, const T* x, Index xk, Index nb, Index len
       T* c = t.column(k);
       for (int p = 0; p < np; ++p) {
         const Index rest = nb - p * ps;
-        const Packet v = rest >= ps  ? ei::ploadu<Packet>(xc + p * ps)
+        const Packet v = rest >= ps ? ei::ploadu<Packet>(xc + p * ps)
                          : rest > 0 ? load_first<Packet>(xc + p * ps, rest, T(0))
                                     : ei::pset1<Packet>(T(0));
         ei::pstore(c + p * ps, v);
@@ -1327,9 +1327,8 @@ Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Inde
         Index j0 = 0;
         for (; j0 + lane_block <= count; j0 += lane_block) {
           tile_load_dense(t, x + j0 * xd, plan);
-          with_tile_output<Op>(t, len, sh, [&](const auto& f) {
-            tile_store_dense(f, y + j0 * yd, plan);
-          });
+          with_tile_output<Op>(t, len, sh,
+                               [&](const auto& f) { tile_store_dense(f, y + j0 * yd, plan); });
         }
         return j0;
       }
@@ -1565,7 +1564,8 @@ acc_t<T> dot_blocks(const T* a, Index as, const T* b, Index bs, Index n) {
       } else {
         double s = 0;
         for (Index k = i; k < i + len; ++k) {
-          s += static_cast<double>(a[k * as]) * (b == nullptr ? 1.0 : static_cast<double>(b[k * bs]));
+          s += static_cast<double>(a[k * as]) *
+               (b == nullptr ? 1.0 : static_cast<double>(b[k * bs]));
         }
         acc.add(s);
       }
