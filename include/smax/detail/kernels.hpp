@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include <Eigen/Core>
 
@@ -153,6 +155,7 @@ struct shift {
   T hmax;  // half * max
   T hT;    // half * T
   bool divide;
+  bool normal = false;  // every exponent lies in [normal_lo, 0]: see set_min
 
   shift(T max, T temperature)
       : half(temperature > T(1) ? T(0.5) : T(1)),
@@ -161,6 +164,13 @@ struct shift {
         divide(temperature != T(1)) {}
 
   T operator()(T x) const { return divide ? (half * x - hmax) / hT : x - hmax; }
+
+  /// Records the distribution's smallest entry: when its exponent is >= normal_lo, so is
+  /// every exponent, and the exp-sum loops take pexp_normal (same results, no range check).
+  /// A NaN or -inf minimum leaves the checked path.
+  void set_min(T min) {
+    if constexpr (has_packet_exp<T>) normal = (*this)(min) >= exp_constants<T>::normal_lo;
+  }
 
   template <typename Packet>
   EIGEN_ALWAYS_INLINE Packet operator()(const Packet& x) const {
@@ -236,12 +246,15 @@ EIGEN_ALWAYS_INLINE void add_block(Acc& acc, const Packet& h0, const Packet& h1,
   }
 }
 
-/// pexp_scaled when Scaled, else pexp_accurate (kk and lo_k unused).
-template <bool Scaled, typename Packet>
+/// pexp_scaled when Scaled, else pexp_normal when Normal (see shift::set_min), else
+/// pexp_accurate (kk and lo_k unused).
+template <bool Scaled, bool Normal, typename Packet>
 EIGEN_ALWAYS_INLINE Packet pexp_maybe_scaled(const Packet& kk, const Packet& lo_k,
                                              const Packet& v) {
   if constexpr (Scaled) {
     return pexp_scaled(v, kk, lo_k);
+  } else if constexpr (Normal) {
+    return pexp_normal(v);
   } else {
     return pexp_accurate(v);
   }
@@ -258,7 +271,7 @@ T exp_sum_seed(const exp_scale<T>& sc) {
   }
 }
 
-template <bool Store, bool Divide, bool Scaled, typename T, typename Acc>
+template <bool Store, bool Divide, bool Scaled, bool Normal, typename T, typename Acc>
 void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc,
                              const exp_scale<T>& sc) {
   Index i = 0;
@@ -277,9 +290,9 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
       Packet h0 = ei::pset1<Packet>(one), h1 = h0;
       Packet l0 = ei::pset1<Packet>(T(0)), l1 = l0;
       for (; i + 2 * ps <= end; i += 2 * ps) {
-        const Packet e0 = pexp_maybe_scaled<Scaled>(
+        const Packet e0 = pexp_maybe_scaled<Scaled, Normal>(
             kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
-        const Packet e1 = pexp_maybe_scaled<Scaled>(
+        const Packet e1 = pexp_maybe_scaled<Scaled, Normal>(
             kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i + ps)));
         if constexpr (Store) {
           ei::pstoreu(out + i, e0);
@@ -289,7 +302,7 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
         fast_two_sum(h1, l1, e1);
       }
       if (i < end) {
-        const Packet e0 = pexp_maybe_scaled<Scaled>(
+        const Packet e0 = pexp_maybe_scaled<Scaled, Normal>(
             kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
         if constexpr (Store) ei::pstoreu(out + i, e0);
         fast_two_sum(h0, l0, e0);
@@ -305,7 +318,7 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
       const Index rest = n - i;
       const T pad = sh.hmax / sh.half;
       ei::pstore(buf,
-                 pexp_maybe_scaled<Scaled>(
+                 pexp_maybe_scaled<Scaled, Normal>(
                      kk, lo_k, sh.template apply<Divide>(load_first<Packet>(x + i, rest, pad))));
       if constexpr (Store) std::copy(buf, buf + rest, out + i);
       add_unit(acc, buf, rest, one);
@@ -332,14 +345,20 @@ void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh, Acc& ac
                         const exp_scale<T>& sc = {}) {
   if (sc.k != 0) {
     if (sh.divide) {
-      exp_sum_contiguous_impl<Store, true, true>(x, out, n, sh, acc, sc);
+      exp_sum_contiguous_impl<Store, true, true, false>(x, out, n, sh, acc, sc);
     } else {
-      exp_sum_contiguous_impl<Store, false, true>(x, out, n, sh, acc, sc);
+      exp_sum_contiguous_impl<Store, false, true, false>(x, out, n, sh, acc, sc);
+    }
+  } else if (sh.normal) {
+    if (sh.divide) {
+      exp_sum_contiguous_impl<Store, true, false, true>(x, out, n, sh, acc, sc);
+    } else {
+      exp_sum_contiguous_impl<Store, false, false, true>(x, out, n, sh, acc, sc);
     }
   } else if (sh.divide) {
-    exp_sum_contiguous_impl<Store, true, false>(x, out, n, sh, acc, sc);
+    exp_sum_contiguous_impl<Store, true, false, false>(x, out, n, sh, acc, sc);
   } else {
-    exp_sum_contiguous_impl<Store, false, false>(x, out, n, sh, acc, sc);
+    exp_sum_contiguous_impl<Store, false, false, false>(x, out, n, sh, acc, sc);
   }
 }
 
@@ -387,6 +406,52 @@ T max_fast(const T* x, Index n, Index xs) {
   return Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<>>(
              x, n, Eigen::InnerStride<>(xs))
       .maxCoeff();
+}
+
+/// Largest and smallest entries of a contiguous range in one pass, {-inf, +inf} when empty.
+/// With a NaN both are unspecified, as for max_fast. The minimum costs nothing here: the
+/// pass waits on loads.
+template <typename T>
+std::pair<T, T> max_min_fast(const T* x, Index n) {
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  T hi = -inf, lo = inf;
+  Index i = 0;
+  if constexpr (has_packet_exp<T>) {
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<T>::type;
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    if (n >= ps) {
+      Packet a0 = ei::pset1<Packet>(-inf), a1 = a0, b0 = ei::pset1<Packet>(inf), b1 = b0;
+      for (; i + 2 * ps <= n; i += 2 * ps) {
+        const Packet v0 = ei::ploadu<Packet>(x + i), v1 = ei::ploadu<Packet>(x + i + ps);
+        a0 = ei::pmax(a0, v0);
+        a1 = ei::pmax(a1, v1);
+        b0 = ei::pmin(b0, v0);
+        b1 = ei::pmin(b1, v1);
+      }
+      if (i + ps <= n) {
+        const Packet v0 = ei::ploadu<Packet>(x + i);
+        a0 = ei::pmax(a0, v0);
+        b0 = ei::pmin(b0, v0);
+        i += ps;
+      }
+      hi = ei::predux_max(ei::pmax(a0, a1));
+      lo = ei::predux_min(ei::pmin(b0, b1));
+    }
+  }
+  for (; i < n; ++i) {
+    hi = x[i] > hi ? x[i] : hi;
+    lo = x[i] < lo ? x[i] : lo;
+  }
+  return {hi, lo};
+}
+
+/// A distribution's maximum, and its minimum where the same pass gives it for free (unit
+/// stride; -inf otherwise), for shift::set_min. Both unspecified with a NaN, as max_fast.
+template <typename T>
+std::pair<T, T> max_and_floor(const T* x, Index n, Index xs) {
+  if (xs == 1) return max_min_fast(x, n);
+  return {max_fast(x, n, xs), -std::numeric_limits<T>::infinity()};
 }
 
 template <typename T>
@@ -466,7 +531,8 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
     if (xs == 1 && ys == 1 && n < ps && forward_tiny<Op>(x, y, n, temperature)) return;
   }
   const T nan = std::numeric_limits<T>::quiet_NaN();
-  const T m = max_fast(x, n, xs);
+  T m, lo;
+  std::tie(m, lo) = max_and_floor(x, n, xs);
   const bool limit_case = !is_finite(m) || temperature == T(0) || is_pos_inf(temperature);
   if (is_nan(m) || is_neg_inf(m) || (limit_case && has_nan(x, n, xs))) {
     // NaN anywhere, or nothing but -inf (0/0): no limit exists. (A NaN on the regular path
@@ -493,7 +559,8 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature) {
     write_selected<Op>(x, xs, y, ys, n, count_if(x, n, xs, not_minus_inf), not_minus_inf);
     return;
   }
-  const shift<T> sh(m, temperature);
+  shift<T> sh(m, temperature);
+  sh.set_min(lo);
   compensated_sum<acc_t<T>> acc;
   if constexpr (Op == forward_op::softmax) {
     exp_sum<true>(x, xs, y, ys, n, sh, acc);
@@ -594,13 +661,16 @@ EIGEN_ALWAYS_INLINE void store_first(T* to, const Packet& p, Index n) {
 /// log(sum(exp(x))) of one distribution.
 template <typename T>
 T logsumexp_one(const T* x, Index xs, Index n) {
-  const T m = max_fast(x, n, xs);
+  T m, lo;
+  std::tie(m, lo) = max_and_floor(x, n, xs);
   if (!is_finite(m)) {
     // -inf: empty or all -inf; +inf: the limit, unless a NaN hides behind it.
     return has_nan(x, n, xs) ? std::numeric_limits<T>::quiet_NaN() : m;
   }
   compensated_sum<acc_t<T>> acc;
-  exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, shift<T>(m, T(1)), acc);
+  shift<T> sh(m, T(1));
+  sh.set_min(lo);
+  exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, sh, acc);
   return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
 }
 

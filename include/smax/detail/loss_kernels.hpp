@@ -8,6 +8,7 @@
 #include <iterator>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -670,7 +671,8 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
   if (n == 0) return A(0);
   // The cheap max: a NaN it misses makes the exp-sum, and so the loss and every gradient
   // entry, NaN on the regular path; the +inf path below checks for one explicitly.
-  const T m = max_fast(x, n, xs);
+  T m, lo;
+  std::tie(m, lo) = max_and_floor(x, n, xs);
   if (is_nan(m) || is_neg_inf(m) || (is_pos_inf(m) && has_nan(x, n, xs))) {
     // NaN anywhere, or only -inf: softmax is undefined (0/0).
     if (g != nullptr) fill(g, n, gs, nan);
@@ -704,7 +706,8 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
     }
     return off_hot ? static_cast<A>(inf) : A(0);
   }
-  const shift<T> sh(m, temperature);
+  shift<T> sh(m, temperature);
+  sh.set_min(lo);
   ce_totals<T> tot = model.totals(x, xs, n, sh);
   if (temperature < T(1) && !is_finite(tot.linear)) {
     // (max - x_c) / T overflowed T (a tiny T) although a small a_c (smoothing, a small
@@ -902,19 +905,45 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
         }
       }
     }
+    // The exponential sums as in ce_sample: each lane seeded with its 2^K (every e <= 2^K)
+    // so that Fast2Sum is exact on every addition, blocks of panel_block classes handed
+    // exactly (h - seed, l) to a compensated total per sample (a plain sum in T rounds the
+    // lane holding the largest terms at every addition: up to 8.8 ULP of a double gradient).
     A sum[W] = {};
     {
-      Packet bs[K];
-      for (Index k = 0; k < K; ++k) bs[k] = ei::pset1<Packet>(T(0));
+      alignas(64) T seed[W];
+      for (Index i = 0; i < W; ++i) seed[i] = pow2_of<T>(scale[i]);
+      Packet seeds[K], bs[K], ls[K];
+      for (Index k = 0; k < K; ++k) {
+        seeds[k] = ei::ploadu<Packet>(seed + k * ps);
+        bs[k] = seeds[k];
+        ls[k] = ei::pset1<Packet>(T(0));
+      }
+      A hi[W] = {}, lo[W] = {};
+      const auto flush_exact = [&]() {
+        alignas(64) T h[W];
+        alignas(64) T l[W];
+        for (Index k = 0; k < K; ++k) {
+          ei::pstoreu(h + k * ps, ei::psub(bs[k], seeds[k]));  // exact (see add_unit)
+          ei::pstoreu(l + k * ps, ls[k]);
+          bs[k] = seeds[k];
+          ls[k] = ei::pset1<Packet>(T(0));
+        }
+        for (Index i = 0; i < W; ++i) {
+          const A v = static_cast<A>(h[i]), t = hi[i] + v, bv = t - hi[i];
+          lo[i] += (hi[i] - (t - bv)) + (v - bv) + static_cast<A>(l[i]);
+          hi[i] = t;
+        }
+      };
       if (!scaled) {
         for (Index c = 0; c < n; ++c) {
           for (Index k = 0; k < K; ++k) {
             const Packet v = ei::ploadu<Packet>(x + c * ld + k * ps);
             const Packet e = pexp_accurate(ei::pnegate(neg_s(v, k)));
             if (g != nullptr) ei::pstoreu(g + c * gld + k * ps, e);
-            bs[k] = ei::padd(bs[k], e);
+            fast_two_sum(bs[k], ls[k], e);
           }
-          if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, sum);
+          if ((c + 1) % panel_block == 0 || c + 1 == n) flush_exact();
         }
       } else {
         // The same loop with pexp_scaled, written out: a lambda shared by both slowed the
@@ -944,11 +973,12 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
             const Packet v = ei::ploadu<Packet>(x + c * ld + k * ps);
             const Packet e = pexp_scaled(ei::pnegate(neg_s(v, k)), kk[k], lo_k[k]);
             if (g != nullptr) ei::pstoreu(g + c * gld + k * ps, e);
-            bs[k] = ei::padd(bs[k], e);
+            fast_two_sum(bs[k], ls[k], e);
           }
-          if ((c + 1) % panel_block == 0 || c + 1 == n) flush(bs, sum);
+          if ((c + 1) % panel_block == 0 || c + 1 == n) flush_exact();
         }
       }
+      for (Index i = 0; i < W; ++i) sum[i] = hi[i] + lo[i];
     }
 
     // Losses; pass 3: g = k1 exp(s) 2^K - k2 a (the scale cancels in k1, as in ce_sample).
@@ -1039,7 +1069,8 @@ template <typename T>
 log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T temperature) {
   using S = log_softmax_state<T>;
   S st;
-  const T m = max_fast(x, n, xs);
+  T m, lo;
+  std::tie(m, lo) = max_and_floor(x, n, xs);
   if (is_nan(m) || is_neg_inf(m)) return st;  // undefined (also for n == 0; never read then)
   if (is_pos_inf(m)) {
     if (has_nan(x, n, xs)) return st;
@@ -1054,6 +1085,7 @@ log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T tem
     return st;
   }
   st.sh = shift<T>(m, temperature);
+  st.sh.set_min(lo);
   compensated_sum<acc_t<T>> acc;
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, st.sh, acc);
   st.log_s = static_cast<T>(std::log(acc.total()));
