@@ -131,7 +131,8 @@ template <forward_op Op, typename T>
 void run_forward(const batch<const T>& in, const batch<T>& out, T temperature) {
   // Nothing to write.
   if (in.count == 0 || in.length == 0) return;
-  for_each_range(in.count, in.length, lane_block, [&](Index begin, Index end) {
+  const Index align = split_align<T>(in.dstride, in.kstride, in.length);
+  for_each_range(in.count, in.length, align, [&](Index begin, Index end) {
     run_forward_serial<Op>(sub_batch(in, begin, end), sub_batch(out, begin, end), temperature);
   });
 }
@@ -360,8 +361,10 @@ void logsumexp_into(const Eigen::DenseBase<Out>& out, const Eigen::DenseBase<D>&
     const auto b = detail::make_batch(zz, axis);
     auto& o = detail::writable(out);
     const Eigen::Index os = o.innerStride();
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(b.data)>>;
     detail::for_each_range(
-        b.count, b.length, detail::lane_block, [&](Eigen::Index begin, Eigen::Index end) {
+        b.count, b.length, detail::split_align<T>(b.dstride, b.kstride, b.length),
+        [&](Eigen::Index begin, Eigen::Index end) {
           detail::logsumexp_batch(b.data + begin * b.dstride, b.dstride, b.kstride, end - begin,
                                   b.length, o.data() + begin * os, os);
         });

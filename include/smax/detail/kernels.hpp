@@ -1517,6 +1517,16 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
   for (; d < count; ++d) out[d * os] = logsumexp_one(x + d * xd, xk, len);
 }
 
+/// The granularity at which a batch may be split across threads (for_each_range): whole
+/// lane blocks where the kernels run distributions side by side (strided distributions, short
+/// rows), single distributions where they take them one at a time, so that a batch of 16
+/// rows of a million entries still splits.
+template <typename T>
+Index split_align(Index xd, Index xk, Index len) {
+  const bool side_by_side = (xk != 1 && xd == 1) || (xk == 1 && len <= short_length<T>);
+  return side_by_side ? lane_block : Index(1);
+}
+
 /// sum_i a[i] * b[i] (sum_i a[i] when b is null) over n contiguous floats, each widened to
 /// double first, so every product is exact and the sum carries double rounding only.
 /// Eigen 3.4 does not vectorise float-to-double casts; this does, where the target has them.
