@@ -373,12 +373,34 @@ struct exp_op {
   }
 };
 
+/// exp_op for arguments known to lie in [normal_lo, 0] (or NaN): pexp_normal, the same
+/// values without the range check.
+template <typename T>
+struct exp_normal_op {
+  T operator()(const T& x) const {
+    if constexpr (has_packet_exp<T>) {
+      using Packet = typename Eigen::internal::packet_traits<T>::type;
+      return Eigen::internal::pfirst(pexp_normal(Eigen::internal::pset1<Packet>(x)));
+    } else {
+      return std::exp(x);
+    }
+  }
+  template <typename Packet>
+  EIGEN_ALWAYS_INLINE Packet packetOp(const Packet& x) const {
+    return pexp_normal(x);
+  }
+};
+
 }  // namespace smax::detail
 
 namespace Eigen::internal {
 template <typename T>
 struct functor_traits<smax::detail::exp_op<T>> {
   enum { Cost = 20 * NumTraits<T>::MulCost, PacketAccess = smax::detail::has_packet_exp<T> };
+};
+template <typename T>
+struct functor_traits<smax::detail::exp_normal_op<T>> {
+  enum { Cost = 15 * NumTraits<T>::MulCost, PacketAccess = smax::detail::has_packet_exp<T> };
 };
 }  // namespace Eigen::internal
 

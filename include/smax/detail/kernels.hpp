@@ -1208,8 +1208,21 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
     return sh.half * finite_or_zero(m);
   };
 
+  // Whether every exponent of lanes with halved bases hm and minima lo lies in
+  // [normal_lo, 0] (monotonic in x; a NaN or -inf minimum fails): exp_normal_op then gives
+  // exp_op's values without its range check.
+  const auto normal_range = [&](const Lanes& hm, const Lanes& lo) -> bool {
+    if constexpr (has_packet_exp<T>) {
+      const Lanes d = sh.divide ? Lanes((sh.half * lo - hm) / sh.hT) : Lanes(lo - hm);
+      return (d >= exp_constants<T>::normal_lo).all();
+    } else {
+      return false;
+    }
+  };
+
   // Pass 1. A NaN may or may not survive the max; either way it reaches the lane's sum.
   Lanes m(nb);
+  Lanes lo = Lanes::Constant(nb, std::numeric_limits<T>::infinity());  // the lanes' minima
   bool finite = true;  // every lane's running maximum is finite
   compensated_sum<Sums> acc(Sums::Zero(nb));
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
@@ -1217,8 +1230,12 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
     for (Index k = k0 + prefetch_columns; k < std::min(len, k1 + prefetch_columns); ++k) {
       prefetch_lanes(x + k * xk, nb);
     }
-    Lanes cm = in(k0);
-    for (Index k = k0 + 1; k < k1; ++k) cm = cm.max(in(k));
+    Lanes cm = in(k0), cn = cm;
+    for (Index k = k0 + 1; k < k1; ++k) {
+      cm = cm.max(in(k));
+      cn = cn.min(in(k));
+    }
+    lo = lo.min(cn);
     const bool clean = finite && all_finite(cm);
     if (k0 == 0) {
       m = cm;
@@ -1241,8 +1258,14 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
     // Seeded with 1, above every exponential of a lane whose maximum is finite (the others
     // hold 0s, or are recomputed by forward_one below): fast_two_sum.
     Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);
-    for (Index k = k0; k < k1; ++k) {
-      fast_two_sum_lanes(h, l, exponent(k, hm).unaryExpr(exp_op<T>()));
+    if (finite && normal_range(hm, cn)) {
+      for (Index k = k0; k < k1; ++k) {
+        fast_two_sum_lanes(h, l, exponent(k, hm).unaryExpr(exp_normal_op<T>()));
+      }
+    } else {
+      for (Index k = k0; k < k1; ++k) {
+        fast_two_sum_lanes(h, l, exponent(k, hm).unaryExpr(exp_op<T>()));
+      }
     }
     acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
@@ -1273,12 +1296,20 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
     }
   };
   if constexpr (Op == forward_op::softmax) {
-    if constexpr (exact_normalise<T>) {
-      const Lanes total = s.template cast<T>();
-      for (Index k = 0; k < len; ++k) write(k, exponent(k, hm).unaryExpr(exp_op<T>()) / total);
+    // One loop per exp functor; exponent's temporary lives through each full expression.
+    const auto pass = [&](auto exp_fn) {
+      if constexpr (exact_normalise<T>) {
+        const Lanes total = s.template cast<T>();
+        for (Index k = 0; k < len; ++k) write(k, exponent(k, hm).unaryExpr(exp_fn) / total);
+      } else {
+        const Lanes inv = s.inverse().template cast<T>();
+        for (Index k = 0; k < len; ++k) write(k, exponent(k, hm).unaryExpr(exp_fn) * inv);
+      }
+    };
+    if (finite && normal_range(hm, lo)) {
+      pass(exp_normal_op<T>());
     } else {
-      const Lanes inv = s.inverse().template cast<T>();
-      for (Index k = 0; k < len; ++k) write(k, exponent(k, hm).unaryExpr(exp_op<T>()) * inv);
+      pass(exp_op<T>());
     }
   } else {
     const Lanes log_s = s.log().template cast<T>();
