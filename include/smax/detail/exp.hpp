@@ -354,53 +354,39 @@ struct exp_scale {
   }
 };
 
-/// An Eigen functor for exp(x) that vectorises with pexp_accurate.
-template <typename T>
+/// An Eigen functor for exp(x) that vectorises with pexp_accurate, or with pexp_normal when
+/// Normal (arguments known to lie in [normal_lo, 0] or NaN: the same values, no range check).
+template <typename T, bool Normal = false>
 struct exp_op {
+  template <typename Packet>
+  EIGEN_ALWAYS_INLINE Packet packetOp(const Packet& x) const {
+    if constexpr (Normal) {
+      return pexp_normal(x);
+    } else {
+      return pexp_accurate(x);
+    }
+  }
   // Scalars (Eigen's unaligned heads and tails) take the same packet code, so a result
   // never depends on the alignment of the data it came from.
   T operator()(const T& x) const {
     if constexpr (has_packet_exp<T>) {
       using Packet = typename Eigen::internal::packet_traits<T>::type;
-      return Eigen::internal::pfirst(pexp_accurate(Eigen::internal::pset1<Packet>(x)));
+      return Eigen::internal::pfirst(packetOp(Eigen::internal::pset1<Packet>(x)));
     } else {
       return std::exp(x);
     }
-  }
-  template <typename Packet>
-  EIGEN_ALWAYS_INLINE Packet packetOp(const Packet& x) const {
-    return pexp_accurate(x);
   }
 };
 
-/// exp_op for arguments known to lie in [normal_lo, 0] (or NaN): pexp_normal, the same
-/// values without the range check.
 template <typename T>
-struct exp_normal_op {
-  T operator()(const T& x) const {
-    if constexpr (has_packet_exp<T>) {
-      using Packet = typename Eigen::internal::packet_traits<T>::type;
-      return Eigen::internal::pfirst(pexp_normal(Eigen::internal::pset1<Packet>(x)));
-    } else {
-      return std::exp(x);
-    }
-  }
-  template <typename Packet>
-  EIGEN_ALWAYS_INLINE Packet packetOp(const Packet& x) const {
-    return pexp_normal(x);
-  }
-};
+using exp_normal_op = exp_op<T, true>;
 
 }  // namespace smax::detail
 
 namespace Eigen::internal {
-template <typename T>
-struct functor_traits<smax::detail::exp_op<T>> {
+template <typename T, bool Normal>
+struct functor_traits<smax::detail::exp_op<T, Normal>> {
   enum { Cost = 20 * NumTraits<T>::MulCost, PacketAccess = smax::detail::has_packet_exp<T> };
-};
-template <typename T>
-struct functor_traits<smax::detail::exp_normal_op<T>> {
-  enum { Cost = 15 * NumTraits<T>::MulCost, PacketAccess = smax::detail::has_packet_exp<T> };
 };
 }  // namespace Eigen::internal
 
