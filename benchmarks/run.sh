@@ -8,7 +8,8 @@
 #
 # Usage: benchmarks/run.sh <build-dir> [extra softmax_benchmark arguments...]
 #   e.g. benchmarks/run.sh build/perf --benchmark_filter='^softmax/'
-# Environment: CORE (default: the last CPU), REPS (default 5), MIN_TIME (default 0.2).
+# Environment: CORE (default: the last CPU), REPS (default 5), MIN_TIME (default 0.2);
+# JSON=<file from an earlier run> writes RESULTS.md from it without running anything.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 build=$1
@@ -19,11 +20,13 @@ core=${CORE:-$(($(nproc) - 1))}
 reps=${REPS:-5}
 min_time=${MIN_TIME:-0.2}
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1 | tr ' /' '--' | tr -cd 'A-Za-z0-9_-')
-json="$here/results/$(date -u +%Y-%m-%d)-$cpu.json"
-mkdir -p "$here/results"
-OMP_NUM_THREADS=1 taskset -c "$core" "$bin" --benchmark_repetitions="$reps" \
-  --benchmark_report_aggregates_only=true --benchmark_min_time="$min_time" \
-  --benchmark_out="$json" --benchmark_out_format=json "$@"
+json=${JSON:-"$here/results/$(date -u +%Y-%m-%d)-$cpu.json"}
+if [ -z "${JSON:-}" ]; then
+  mkdir -p "$here/results"
+  OMP_NUM_THREADS=1 taskset -c "$core" "$bin" --benchmark_repetitions="$reps" \
+    --benchmark_report_aggregates_only=true --benchmark_min_time="$min_time" \
+    --benchmark_out="$json" --benchmark_out_format=json "$@"
+fi
 {
   echo "# smax benchmark results"
   echo
@@ -36,7 +39,7 @@ OMP_NUM_THREADS=1 taskset -c "$core" "$bin" --benchmark_repetitions="$reps" \
   lscpu | grep -E '^(Model name|Architecture|CPU\(s\)|Thread|Core|Socket|L1d|L2|L3|Flags)' |
     sed 's/^\(Flags: *\).*/\1(avx512f: '"$(grep -c avx512f /proc/cpuinfo)"' cpus)/'
   echo "Memory: $(free -g | awk '/^Mem:/ {print $2}') GiB; kernel $(uname -r)"
-  echo "Load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "Load average when this file was written: $(cut -d' ' -f1-3 /proc/loadavg)"
   sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt" | sed 's/^/Compiler: /'
   "$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt")" --version | head -n 1
   sed -n 's/^CMAKE_CXX_FLAGS:[A-Z]*=/CMAKE_CXX_FLAGS: /p' "$build/CMakeCache.txt"

@@ -36,8 +36,13 @@ def load(path):
 
 
 def split(name):
-    parts = name.split("/")
-    return parts[0], parts[1], "x".join(parts[2:])
+    """<op...>/<contender>/<rows>/<cols>[/real_time] -> (op, contender, "rowsxcols"); the op
+    may have several parts (short/softmax, masked/log_softmax)."""
+    parts = [p for p in name.split("/") if p != "real_time"]
+    n = len(parts)
+    while n > 0 and parts[n - 1].isdigit():
+        n -= 1
+    return "/".join(parts[:n - 1]), parts[n - 1], "x".join(parts[n:])
 
 
 def fmt(x):
