@@ -51,6 +51,8 @@
 #if SMAX_BENCH_HAVE_TORCH
 #include <ATen/Version.h>
 #include <torch/torch.h>
+
+#include "torch_peer.hpp"
 #endif
 
 namespace {
@@ -258,15 +260,6 @@ void ce_grad_torch(benchmark::State& st) {
   finish(st, rows, cols, true);
 }
 
-/// The ISA ATen dispatches its CPU kernels to, as at::show_config() reports it.
-std::string torch_cpu_capability() {
-  const std::string config = at::show_config();
-  const std::string key = "CPU capability usage: ";
-  const auto pos = config.find(key);
-  if (pos == std::string::npos) return "unknown";
-  const auto begin = pos + key.size();
-  return config.substr(begin, config.find('\n', begin) - begin);
-}
 #endif
 
 // ---------------------------------------------------------------------------------------
@@ -306,7 +299,7 @@ int main(int argc, char** argv) {
 #if SMAX_BENCH_HAVE_TORCH
   at::set_num_threads(1);
   benchmark::AddCustomContext("torch", TORCH_VERSION);
-  benchmark::AddCustomContext("torch_cpu_capability", torch_cpu_capability());
+  benchmark::AddCustomContext("torch_cpu_capability", smax_bench::torch_cpu_capability());
 #endif
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

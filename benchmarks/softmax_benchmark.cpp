@@ -45,6 +45,8 @@
 #if SMAX_BENCH_HAVE_TORCH
 #include <ATen/Version.h>
 #include <torch/torch.h>
+
+#include "torch_peer.hpp"
 #endif
 
 namespace {
@@ -855,15 +857,6 @@ void torch_forward(benchmark::State& st) {
                                    [&](Index r, Index c) { return out(r, c); }));
 }
 
-/// The ISA ATen dispatches its CPU kernels to, as at::show_config() reports it.
-std::string torch_cpu_capability() {
-  const std::string config = at::show_config();
-  const std::string key = "CPU capability usage: ";
-  const auto pos = config.find(key);
-  if (pos == std::string::npos) return "unknown";
-  const auto begin = pos + key.size();
-  return config.substr(begin, config.find('\n', begin) - begin);
-}
 #endif
 
 // ---------------------------------------------------------------------------------------
@@ -1082,7 +1075,7 @@ int main(int argc, char** argv) {
 #if SMAX_BENCH_HAVE_TORCH
   at::set_num_threads(1);
   benchmark::AddCustomContext("torch", TORCH_VERSION);
-  benchmark::AddCustomContext("torch_cpu_capability", torch_cpu_capability());
+  benchmark::AddCustomContext("torch_cpu_capability", smax_bench::torch_cpu_capability());
 #endif
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
