@@ -841,4 +841,40 @@ TYPED_TEST(SoftmaxBatchLimits, FiniteRowsDoNotDependOnTheirNeighbours) {
   }
 }
 
+TYPED_TEST(SoftmaxBatchLimits, ColumnMajorPanelsAgreeAtAnySizeOffsetAndStride) {
+  using T = TypeParam;
+  // Rows of a column-major matrix longer than a lane tile run side by side in panels of up
+  // to 4 KiB of lanes (1024 float or 512 double rows). Each lane's arithmetic is its own:
+  // a row gives the same bits in a panel of any size, at any offset and stride, in place or
+  // not; and each is within the documented bound of the exact softmax.
+  const Index panel = Index(4096 / sizeof(T));
+  const Index cols = 300;
+  const Index rows = panel + 37;  // a full panel, then a partial one (not whole packets)
+  const Mat<T> z = loss::random_matrix<T>(rows, cols, 91, -30, 30);
+  const Vec<T> lse = smax::logsumexp(z, smax::rowwise);
+  for (T t : {T(1), T(0.7), T(2.5)}) {
+    const Mat<T> y = smax::softmax(z, smax::rowwise, t);
+    const Mat<T> ly = smax::log_softmax(z, smax::rowwise, t);
+    for (Index r0 : {Index(0), Index(5), panel - 3, panel + 1}) {
+      const Index nr = std::min<Index>(29, rows - r0);
+      Mat<T> big = Mat<T>::Zero(nr + 11, cols);  // another stride and panel size
+      auto part = big.topRows(nr);
+      part = z.middleRows(r0, nr);
+      const Mat<T> p = smax::softmax(part, smax::rowwise, t);
+      EXPECT_TRUE(bit_equal(y.middleRows(r0, nr), p)) << "rows from " << r0 << ", T = " << t;
+      EXPECT_TRUE(bit_equal(ly.middleRows(r0, nr), smax::log_softmax(part, smax::rowwise, t)))
+          << "rows from " << r0 << ", T = " << t;
+      EXPECT_TRUE(bit_equal(lse.segment(r0, nr), smax::logsumexp(part, smax::rowwise)))
+          << "rows from " << r0;
+      smax::softmax_into(part, part, smax::rowwise, t);
+      EXPECT_TRUE(bit_equal(p, part)) << "in place, rows from " << r0 << ", T = " << t;
+    }
+    for (Index r : {Index(0), Index(1), panel - 1, panel, rows - 1}) {
+      const Vec<T> row = z.row(r).transpose();
+      EXPECT_TRUE(softmax_within_bound(reference_for<T>(hi(row), t), y.row(r)))
+          << "row " << r << ", T = " << t;
+    }
+  }
+}
+
 }  // namespace

@@ -1348,15 +1348,319 @@ void forward_lanes(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
   }
 }
 
-/// softmax or log_softmax of count distributions side by side (see forward_lanes).
+/// forward_lanes over count distributions side by side, lane_block at a time.
 template <forward_op Op, typename T>
-void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len, T temperature) {
+void forward_blocks(const T* x, Index xk, T* y, Index yk, Index count, Index len, T temperature) {
   Index j = 0;
   for (; j + lane_block <= count; j += lane_block) {
     forward_lanes<Op, int(lane_block)>(x + j, xk, y + j, yk, lane_block, len, temperature);
   }
   if (j < count)
     forward_lanes<Op, Eigen::Dynamic>(x + j, xk, y + j, yk, count - j, len, temperature);
+}
+
+/// Most distributions a panel kernel takes side by side: a 4 KiB column slice. Each step of a
+/// panel walks one column slice of all its lanes, so the rows of a column-major matrix of up
+/// to this many rows stream through memory in address order, where hardware prefetchers
+/// follow; blocks of lane_block rows would read two cache lines of every column per pass,
+/// which with a power-of-two stride also share a few cache sets.
+template <typename T>
+inline constexpr Index panel_max = Index(4096 / sizeof(T));
+
+/// The state of a panel's exp-sum passes for nb <= panel_max lanes: each lane's maximum, and
+/// per lane block a compensated sum of exp((x - max) / T).
+template <typename T>
+struct panel_state {
+  using Sums = Eigen::Array<acc_t<T>, lane_block, 1>;
+  alignas(64) T m[panel_max<T>];
+  compensated_sum<Sums> acc[panel_max<T> / lane_block];
+  bool normal = true;  // every exponent of the panel lies in [normal_lo, 0]
+
+  /// Adds a lane block's chunk sums (Fast2Sum pairs h, l with h seeded with 1) to block b.
+  template <typename Packet>
+  void add(Index b, const Packet* h, const Packet* l, int na) {
+    namespace ei = Eigen::internal;
+    constexpr int ps = ei::unpacket_traits<Packet>::size;
+    alignas(64) T part[lane_block], err[lane_block];
+    for (int i = 0; i < int(lane_block) / ps; ++i) {
+      const Packet zero = ei::pset1<Packet>(T(0));
+      // h - 1 is exact: 1 is a multiple of h's ULP.
+      ei::pstore(part + i * ps, i < na ? ei::psub(h[i], ei::pset1<Packet>(T(1))) : zero);
+      ei::pstore(err + i * ps, i < na ? l[i] : zero);
+    }
+    // A plain loop: compilers vectorise the float-to-double widening, Eigen 3.4's cast does not.
+    Sums wide, wide_err;
+    for (Index j = 0; j < lane_block; ++j) {
+      wide(j) = static_cast<acc_t<T>>(part[j]);
+      wide_err(j) = static_cast<acc_t<T>>(err[j]);
+    }
+    acc[b].add(wide, wide_err);
+  }
+
+  /// The lanes' halved bases (see shift) for lane j0 on, a packet.
+  template <bool Divide, typename Packet>
+  EIGEN_ALWAYS_INLINE Packet base(Index j0, const shift<T>& sh) const {
+    namespace ei = Eigen::internal;
+    const Packet v = ei::pload<Packet>(m + j0);
+    return Divide ? ei::pmul(ei::pset1<Packet>(sh.half), v) : v;
+  }
+};
+
+/// Packet i of the nb lanes at p: a plain load when whole, else the first lanes and 0.
+template <typename Packet, typename T>
+EIGEN_ALWAYS_INLINE Packet load_lanes(const T* p, int i, Index nb) {
+  constexpr int ps = Eigen::internal::unpacket_traits<Packet>::size;
+  const Index rest = nb - Index(i) * ps;
+  return rest >= ps ? Eigen::internal::ploadu<Packet>(p + i * ps)
+                    : load_first<Packet>(p + i * ps, rest, T(0));
+}
+
+/// Runs f(exp_fn) with pexp_normal when normal, else with pexp_accurate.
+template <typename Packet, typename F>
+EIGEN_ALWAYS_INLINE void with_packet_exp(bool normal, F&& f) {
+  if (normal) {
+    f([](const Packet& d) { return pexp_normal(d); });
+  } else {
+    f([](const Packet& d) { return pexp_accurate(d); });
+  }
+}
+
+/// The online normaliser over a panel (the first pass of forward_lanes_online, on packets):
+/// chunks of lane_chunk columns of each lane block are copied to an L1 buffer while their
+/// maxima and minima are taken; a lane whose maximum grows rescales its sum by exp(old - new)
+/// in acc_t; the chunk's exponentials are summed exactly per lane (Fast2Sum seeded with 1),
+/// then compensated in acc_t. The checked exp runs only on chunks reaching below normal_lo.
+/// Returns false where some lane's maximum is not finite (+inf, or all -inf so far): the
+/// callers then take the lane-block kernels. A NaN may slip past the maxima; it reaches its
+/// lane's sum.
+template <bool Divide, typename T>
+bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh, T temperature,
+                      panel_state<T>& st) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  using A = acc_t<T>;
+  using Sums = typename panel_state<T>::Sums;
+  constexpr int ps = ei::unpacket_traits<Packet>::size;
+  constexpr int np = int(lane_block) / ps;
+  const Index blocks = (nb + lane_block - 1) / lane_block;
+  const Packet inf = ei::pset1<Packet>(std::numeric_limits<T>::infinity());
+  const Packet lo_limit = ei::pset1<Packet>(exp_constants<T>::normal_lo);
+  alignas(64) T buf[lane_chunk * lane_block];
+  alignas(64) T grown[lane_block];
+  for (Index b = 0; b < blocks; ++b) st.acc[b] = compensated_sum<Sums>(Sums::Zero());
+  st.normal = true;
+
+  for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
+    const Index k1 = std::min(len, k0 + lane_chunk);
+    for (Index b = 0; b < blocks; ++b) {
+      const Index j0 = b * lane_block, nbj = std::min(lane_block, nb - j0);
+      const int na = static_cast<int>((nbj + ps - 1) / ps);  // packets holding lanes
+      const T* xb = x + j0;
+      for (Index k = k1; k < std::min(len, 2 * k1 - k0); ++k) prefetch_lanes(xb + k * xk, nbj);
+      Packet cm[np], cn[np];
+      for (int i = 0; i < na; ++i) {
+        cm[i] = cn[i] = load_lanes<Packet>(xb + k0 * xk, i, nbj);
+        ei::pstore(buf + i * ps, cm[i]);
+      }
+      for (Index k = k0 + 1; k < k1; ++k) {
+        for (int i = 0; i < na; ++i) {
+          const Packet v = load_lanes<Packet>(xb + k * xk, i, nbj);
+          ei::pstore(buf + (k - k0) * lane_block + i * ps, v);
+          cm[i] = ei::pmax(cm[i], v);
+          cn[i] = ei::pmin(cn[i], v);
+        }
+      }
+      bool grow = k0 == 0;
+      for (int i = 0; i < na && !grow; ++i) {
+        grow = any_outside(cm[i], ei::pnegate(inf), ei::pload<Packet>(st.m + j0 + i * ps));
+      }
+      if (grow) {
+        for (int i = 0; i < na; ++i) {
+          ei::pstore(grown + i * ps,
+                     k0 == 0 ? cm[i] : ei::pmax(cm[i], ei::pload<Packet>(st.m + j0 + i * ps)));
+        }
+        for (Index j = 0; j < nbj; ++j) {
+          if (!is_finite(grown[j])) return false;
+        }
+        if (k0 > 0) {
+          Sums d = Sums::Zero();
+          for (Index j = 0; j < nbj; ++j) {
+            d(j) = (static_cast<A>(st.m[j0 + j]) - static_cast<A>(grown[j])) /
+                   static_cast<A>(temperature);
+          }
+          st.acc[b].scale(d.unaryExpr(exp_op<A>()));
+        }
+        std::copy(grown, grown + na * ps, st.m + j0);
+      }
+      Packet hb[np], h[np], l[np];
+      bool normal = true;
+      for (int i = 0; i < na; ++i) {
+        hb[i] = st.template base<Divide, Packet>(j0 + i * ps, sh);
+        normal = normal && !any_outside(lane_exponent<Divide>(cn[i], hb[i], sh), lo_limit, inf);
+        h[i] = ei::pset1<Packet>(T(1));
+        l[i] = ei::pset1<Packet>(T(0));
+      }
+      st.normal = st.normal && normal;
+      with_packet_exp<Packet>(normal, [&](auto exp_fn) {
+        for (Index k = 0; k < k1 - k0; ++k) {
+          for (int i = 0; i < na; ++i) {
+            const Packet v = ei::pload<Packet>(buf + k * lane_block + i * ps);
+            fast_two_sum(h[i], l[i], exp_fn(lane_exponent<Divide>(v, hb[i], sh)));
+          }
+        }
+      });
+      st.add(b, h, l, na);
+    }
+  }
+  return true;
+}
+
+/// A panel's sums in two passes: the lanes' maxima (and minima, for st.normal) in one walk,
+/// then exp((x - max) / T) of each chunk of lane_chunk columns summed as panel_online_sum
+/// does; the same arithmetic as logsumexp_lanes, so a lane's result does not depend on its
+/// neighbours taking that kernel. Returns false where some lane's maximum is not finite.
+template <bool Divide, typename T>
+bool panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh,
+                   panel_state<T>& st) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  using Sums = typename panel_state<T>::Sums;
+  constexpr int ps = ei::unpacket_traits<Packet>::size;
+  constexpr int np = int(lane_block) / ps;
+  const Index blocks = (nb + lane_block - 1) / lane_block;
+  const int packets = static_cast<int>((nb + ps - 1) / ps);
+  alignas(64) T lo[panel_max<T>];
+  for (int i = 0; i < packets; ++i) {
+    const Packet v = load_lanes<Packet>(x, i, nb);
+    ei::pstore(st.m + i * ps, v);
+    ei::pstore(lo + i * ps, v);
+  }
+  for (Index k = 1; k < len; ++k) {
+    for (int i = 0; i < packets; ++i) {
+      const Packet v = load_lanes<Packet>(x + k * xk, i, nb);
+      ei::pstore(st.m + i * ps, ei::pmax(ei::pload<Packet>(st.m + i * ps), v));
+      ei::pstore(lo + i * ps, ei::pmin(ei::pload<Packet>(lo + i * ps), v));
+    }
+  }
+  for (Index j = 0; j < nb; ++j) {
+    if (!is_finite(st.m[j])) return false;
+  }
+  st.normal = true;
+  const Packet inf = ei::pset1<Packet>(std::numeric_limits<T>::infinity());
+  for (int i = 0; i < packets; ++i) {
+    const Packet d = lane_exponent<Divide>(ei::pload<Packet>(lo + i * ps),
+                                           st.template base<Divide, Packet>(i * ps, sh), sh);
+    st.normal = st.normal && !any_outside(d, ei::pset1<Packet>(exp_constants<T>::normal_lo), inf);
+  }
+  for (Index b = 0; b < blocks; ++b) st.acc[b] = compensated_sum<Sums>(Sums::Zero());
+  with_packet_exp<Packet>(st.normal, [&](auto exp_fn) {
+    for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
+      const Index k1 = std::min(len, k0 + lane_chunk);
+      for (Index b = 0; b < blocks; ++b) {
+        const Index j0 = b * lane_block, nbj = std::min(lane_block, nb - j0);
+        const int na = static_cast<int>((nbj + ps - 1) / ps);
+        Packet hb[np], h[np], l[np];
+        for (int i = 0; i < na; ++i) {
+          hb[i] = st.template base<Divide, Packet>(j0 + i * ps, sh);
+          h[i] = ei::pset1<Packet>(T(1));
+          l[i] = ei::pset1<Packet>(T(0));
+        }
+        for (Index k = k0; k < k1; ++k) {
+          for (int i = 0; i < na; ++i) {
+            const Packet v = load_lanes<Packet>(x + k * xk + j0, i, nbj);
+            fast_two_sum(h[i], l[i], exp_fn(lane_exponent<Divide>(v, hb[i], sh)));
+          }
+        }
+        st.add(b, h, l, na);
+      }
+    }
+  });
+  return true;
+}
+
+/// The panel's per-lane output factors into sc: 1 / sum rounded from acc_t (float) or the
+/// sum (double) for softmax, as forward_one; log(sum) for log_softmax. Lanes past nb: 1, 0.
+template <forward_op Op, typename T>
+void panel_factors(const panel_state<T>& st, Index nb, T* sc) {
+  using A = acc_t<T>;
+  for (Index b = 0; b * lane_block < nb; ++b) {
+    const auto s = st.acc[b].total();
+    for (Index j = 0; j < lane_block; ++j) {
+      const A v = b * lane_block + j < nb ? s(j) : A(1);
+      if constexpr (Op == forward_op::softmax) {
+        sc[b * lane_block + j] = exact_normalise<T> ? static_cast<T>(v) : static_cast<T>(A(1) / v);
+      } else {
+        sc[b * lane_block + j] = static_cast<T>(std::log(v));
+      }
+    }
+  }
+}
+
+/// Writes f(j, packet of x) for each column slice of nb lanes, packet by packet.
+template <typename Packet, typename T, typename F>
+EIGEN_ALWAYS_INLINE void panel_write(const T* x, Index xk, T* y, Index yk, Index nb, Index len,
+                                     F&& f) {
+  constexpr Index ps = Eigen::internal::unpacket_traits<Packet>::size;
+  const Index whole = nb / ps * ps;
+  for (Index k = 0; k < len; ++k) {
+    const T* xc = x + k * xk;
+    T* yc = y + k * yk;
+    for (Index j = 0; j < whole; j += ps) {
+      Eigen::internal::pstoreu(yc + j, f(j, Eigen::internal::ploadu<Packet>(xc + j)));
+    }
+    if (whole < nb) {
+      store_first(yc + whole, f(whole, load_first<Packet>(xc + whole, nb - whole, T(0))),
+                  nb - whole);
+    }
+  }
+}
+
+/// softmax or log_softmax of nb <= panel_max distributions side by side (as forward_lanes),
+/// finite positive temperature, len > 0: the online normaliser, then an output pass
+/// computing the exponentials again; forward_lanes_online's arithmetic, so a lane's result
+/// does not depend on its neighbours taking that kernel. Returns false, having written
+/// nothing, where some lane's maximum is not finite.
+template <forward_op Op, bool Divide, typename T>
+bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  const shift<T> sh(T(0), temperature);  // half, hT; the maxima are per lane
+  panel_state<T> st;
+  alignas(64) T sc[panel_max<T>];
+  const auto factor = [&](Index j) { return ei::pload<Packet>(sc + j); };
+  if (!panel_online_sum<Divide>(x, xk, nb, len, sh, temperature, st)) return false;
+  panel_factors<Op>(st, nb, sc);
+  with_packet_exp<Packet>(st.normal, [&](auto exp_fn) {
+    panel_write<Packet>(x, xk, y, yk, nb, len, [&](Index j, const Packet& v) {
+      const Packet d = lane_exponent<Divide>(v, st.template base<Divide, Packet>(j, sh), sh);
+      if constexpr (Op == forward_op::softmax) {
+        return exact_normalise<T> ? ei::pdiv(exp_fn(d), factor(j)) : ei::pmul(exp_fn(d), factor(j));
+      } else {
+        return ei::psub(d, factor(j));
+      }
+    });
+  });
+  return true;
+}
+
+/// softmax or log_softmax of count distributions side by side (see forward_lanes): panels
+/// for distributions longer than a lane tile, lane blocks otherwise (and for a panel that
+/// holds a non-finite maximum).
+template <forward_op Op, typename T>
+void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len, T temperature) {
+  if constexpr (has_packet_exp<T>) {
+    if (len > tile_length<T> && temperature != T(0) && !is_pos_inf(temperature)) {
+      for (Index j = 0; j < count; j += panel_max<T>) {
+        const Index nb = std::min(panel_max<T>, count - j);
+        const bool done = temperature == T(1)
+                              ? forward_panel<Op, false>(x + j, xk, y + j, yk, nb, len, temperature)
+                              : forward_panel<Op, true>(x + j, xk, y + j, yk, nb, len, temperature);
+        if (!done) forward_blocks<Op>(x + j, xk, y + j, yk, nb, len, temperature);
+      }
+      return;
+    }
+  }
+  forward_blocks<Op>(x, xk, y, yk, count, len, temperature);
 }
 
 /// Longest distribution the short-row path transposes into its tile: rows up to this
@@ -1520,12 +1824,22 @@ void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os
     acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
   const Sums r = m.template cast<acc_t<T>>() + acc.total().log();
-  for (Index j = 0; j < nb; ++j) {
+  for (Index j = 0; j < m.size(); ++j) {
     // A +inf lane's exponentials may overflow, and its compensated sum is then inf - inf.
     out[j * os] = !is_pos_inf(m(j))         ? static_cast<T>(r(j))
                   : has_nan(x + j, len, xk) ? std::numeric_limits<T>::quiet_NaN()
                                             : m(j);
   }
+}
+
+/// logsumexp_lanes over count distributions side by side, lane_block at a time.
+template <typename T>
+void logsumexp_blocks(const T* x, Index xk, Index count, Index len, T* out, Index os) {
+  Index d = 0;
+  for (; d + lane_block <= count; d += lane_block) {
+    logsumexp_lanes<int(lane_block)>(x + d, xk, lane_block, len, out + d * os, os);
+  }
+  if (d < count) logsumexp_lanes<Eigen::Dynamic>(x + d, xk, count - d, len, out + d * os, os);
 }
 
 /// logsumexp of count distributions (element k of distribution d at x[d * xd + k * xk])
@@ -1538,10 +1852,27 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
   }
   Index d = 0;
   if (xk != 1 && xd == 1 && count > 1) {
-    for (; d + lane_block <= count; d += lane_block) {
-      logsumexp_lanes<int(lane_block)>(x + d, xk, lane_block, len, out + d * os, os);
+    if constexpr (has_packet_exp<T>) {
+      if (len > tile_length<T>) {
+        for (; d < count; d += panel_max<T>) {
+          const Index nb = std::min(panel_max<T>, count - d);
+          panel_state<T> st;
+          if (panel_exp_sum<false>(x + d, xk, nb, len, shift<T>(T(0), T(1)), st)) {
+            for (Index b = 0; b * lane_block < nb; ++b) {
+              const auto s = st.acc[b].total();
+              for (Index j = b * lane_block; j < std::min(nb, (b + 1) * lane_block); ++j) {
+                out[(d + j) * os] = static_cast<T>(static_cast<acc_t<T>>(st.m[j]) +
+                                                   std::log(s(j - b * lane_block)));
+              }
+            }
+          } else {
+            logsumexp_blocks(x + d, xk, nb, len, out + d * os, os);
+          }
+        }
+        return;
+      }
     }
-    if (d < count) logsumexp_lanes<Eigen::Dynamic>(x + d, xk, count - d, len, out + d * os, os);
+    logsumexp_blocks(x, xk, count, len, out, os);
     return;
   }
   if (xk == 1 && xd >= len && count > 1) d = logsumexp_short_rows(x, xd, count, len, out, os);
