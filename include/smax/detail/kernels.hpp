@@ -690,6 +690,16 @@ A finite_or_zero(const A& m) {
   return r;
 }
 
+/// Runs f(exp_fn) with pexp_normal when normal, else with pexp_accurate.
+template <typename Packet, typename F>
+EIGEN_ALWAYS_INLINE void with_packet_exp(bool normal, F&& f) {
+  if (normal) {
+    f([](const Packet& d) { return pexp_normal(d); });
+  } else {
+    f([](const Packet& d) { return pexp_accurate(d); });
+  }
+}
+
 /// lane_block distributions side by side in a stack tile, one column per entry: entry k of
 /// distribution j at v[k * lane_block + j]. The callers copy (rows of a column-major
 /// matrix) or transpose (short contiguous rows) the distributions in, so the kernel below
@@ -705,14 +715,20 @@ struct lane_tile {
 
   alignas(64) T v[tile_length<T> * lane_block];
   alignas(64) T m[lane_block];      // the lane maxima, as found
+  alignas(64) T lo[lane_block];     // the lane minima, as found (for normal)
   alignas(64) T base[lane_block];   // what each lane's exponent subtracts (see prepare)
   alignas(64) T scale[lane_block];  // softmax: 1 / sum (float) or sum (double); log_softmax:
                                     // log(sum); logsumexp: the result
 
   T* column(Index k) { return v + k * lane_block; }
 
-  void set_max(const Packet* mx) {
-    for (int p = 0; p < packets; ++p) Eigen::internal::pstore(m + p * ps, mx[p]);
+  bool finite = true;  // every lane's maximum is finite (set by prepare)
+
+  void set_range(const Packet* mx, const Packet* mn) {
+    for (int p = 0; p < packets; ++p) {
+      Eigen::internal::pstore(m + p * ps, mx[p]);
+      Eigen::internal::pstore(lo + p * ps, mn[p]);
+    }
   }
 
   /// Sets base from the maxima. A lane whose maximum is infinite shifts by 0 instead, and
@@ -726,7 +742,7 @@ struct lane_tile {
   /// is then +inf as it should be, or NaN with a NaN.
   template <bool Limits>
   void prepare(Index len) {
-    bool finite = true;
+    finite = true;
     for (Index j = 0; j < lane_block; ++j) finite &= is_finite(m[j]);
     if (finite) {
       std::copy(m, m + lane_block, base);
@@ -786,6 +802,14 @@ void tile_exp_sum(lane_tile<T>& t, Index len, const shift<T>& sh, acc_t<T>* s) {
   alignas(64) T part[lane_block];
   alignas(64) T err[lane_block];
   const Packet one = ei::pset1<Packet>(T(1));
+  // pexp_normal where every lane's smallest exponent (from the minima the loaders found) is
+  // in its range; prepare's rewritten lanes (infinite maxima) keep the checked exp.
+  bool normal = t.finite;
+  for (int p = 0; p < np && normal; ++p) {
+    const Packet d = lane_exponent<Divide>(ei::pload<Packet>(t.lo + p * ps), hb[p], sh);
+    normal = !any_outside(d, ei::pset1<Packet>(exp_constants<T>::normal_lo),
+                          ei::pset1<Packet>(std::numeric_limits<T>::infinity()));
+  }
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
     Packet h[np], l[np];
     for (int p = 0; p < np; ++p) {
@@ -793,18 +817,26 @@ void tile_exp_sum(lane_tile<T>& t, Index len, const shift<T>& sh, acc_t<T>* s) {
       l[p] = ei::pset1<Packet>(T(0));
     }
     const Index k1 = std::min(len, k0 + lane_chunk);
-    for (Index k = k0; k < k1; ++k) {
-      T* c = t.column(k);
-      for (int p = 0; p < np; ++p) {
-        const Packet e =
-            pexp_accurate(lane_exponent<Divide>(ei::pload<Packet>(c + p * ps), hb[p], sh));
-        if constexpr (Store) ei::pstore(c + p * ps, e);
-        fast_two_sum(h[p], l[p], e);
+    with_packet_exp<Packet>(normal, [&](auto exp_fn) {
+      for (Index k = k0; k < k1; ++k) {
+        T* c = t.column(k);
+        for (int p = 0; p < np; ++p) {
+          const Packet e = exp_fn(lane_exponent<Divide>(ei::pload<Packet>(c + p * ps), hb[p], sh));
+          if constexpr (Store) ei::pstore(c + p * ps, e);
+          fast_two_sum(h[p], l[p], e);
+        }
       }
-    }
+    });
     for (int p = 0; p < np; ++p) {
       ei::pstore(part + p * ps, ei::psub(h[p], one));  // exact: 1 is a multiple of h's ULP
       ei::pstore(err + p * ps, l[p]);
+    }
+    if (len <= lane_chunk) {
+      // One chunk: added to the zero compensated sum it is exact, and the total is this.
+      for (Index j = 0; j < lane_block; ++j) {
+        s[j] = static_cast<acc_t<T>>(part[j]) + static_cast<acc_t<T>>(err[j]);
+      }
+      return;
     }
     // A plain loop: compilers vectorise the float-to-double widening, Eigen 3.4's cast does not.
     for (Index j = 0; j < lane_block; ++j) {
@@ -888,8 +920,11 @@ void tile_load_across(lane_tile<T>& t, const T* x, Index xk, Index nb, Index len
   using Tile = lane_tile<T>;
   using Packet = typename Tile::Packet;
   constexpr int ps = Tile::ps, np = Tile::packets;
-  Packet mx[np];
-  for (int p = 0; p < np; ++p) mx[p] = ei::pset1<Packet>(-std::numeric_limits<T>::infinity());
+  Packet mx[np], mn[np];
+  for (int p = 0; p < np; ++p) {
+    mx[p] = ei::pset1<Packet>(-std::numeric_limits<T>::infinity());
+    mn[p] = ei::pset1<Packet>(std::numeric_limits<T>::infinity());
+  }
   if (nb == lane_block) {
     for (Index k = 0; k < len; ++k) {
       const T* xc = x + k * xk;
@@ -898,6 +933,7 @@ void tile_load_across(lane_tile<T>& t, const T* x, Index xk, Index nb, Index len
         const Packet v = ei::ploadu<Packet>(xc + p * ps);
         ei::pstore(c + p * ps, v);
         mx[p] = ei::pmax(v, mx[p]);
+        mn[p] = ei::pmin(v, mn[p]);
       }
     }
   } else {
@@ -911,10 +947,11 @@ void tile_load_across(lane_tile<T>& t, const T* x, Index xk, Index nb, Index len
                                     : ei::pset1<Packet>(T(0));
         ei::pstore(c + p * ps, v);
         mx[p] = ei::pmax(v, mx[p]);
+        mn[p] = ei::pmin(v, mn[p]);
       }
     }
   }
-  t.set_max(mx);
+  t.set_range(mx, mn);
 }
 
 /// Writes packets f(k, p) to nb distributions side by side (entry k of distribution j at
@@ -955,12 +992,16 @@ void tile_load_gather(lane_tile<T>& t, const T* x, Index xd, Index xk, Index nb,
     for (Index j = 0; j < nb; ++j) c[j] = x[j * xd + k * xk];
     for (Index j = nb; j < lane_block; ++j) c[j] = T(0);
   }
-  Packet mx[np];
-  for (int p = 0; p < np; ++p) mx[p] = ei::pload<Packet>(t.v + p * ps);
+  Packet mx[np], mn[np];
+  for (int p = 0; p < np; ++p) mx[p] = mn[p] = ei::pload<Packet>(t.v + p * ps);
   for (Index k = 1; k < len; ++k) {
-    for (int p = 0; p < np; ++p) mx[p] = ei::pmax(mx[p], ei::pload<Packet>(t.column(k) + p * ps));
+    for (int p = 0; p < np; ++p) {
+      const Packet v = ei::pload<Packet>(t.column(k) + p * ps);
+      mx[p] = ei::pmax(mx[p], v);
+      mn[p] = ei::pmin(mn[p], v);
+    }
   }
-  t.set_max(mx);
+  t.set_range(mx, mn);
 }
 
 /// Scatters packets f(k, p) to nb distributions of any layout.
@@ -985,7 +1026,7 @@ void tile_load_rows(lane_tile<T>& t, const T* x, Index xd, Index len) {
   using Tile = lane_tile<T>;
   using Packet = typename Tile::Packet;
   constexpr int ps = Tile::ps, np = Tile::packets;
-  Packet mx[np];
+  Packet mx[np], mn[np];
   for (int g = 0; g < np; ++g) {
     const T* xg = x + g * ps * xd;
     for (Index k0 = 0; k0 < len; k0 += ps) {
@@ -996,10 +1037,11 @@ void tile_load_rows(lane_tile<T>& t, const T* x, Index xd, Index len) {
       for (int i = 0; i < width; ++i) {
         ei::pstore(t.column(k0 + i) + g * ps, b.packet[i]);
         mx[g] = k0 + i == 0 ? b.packet[i] : ei::pmax(mx[g], b.packet[i]);
+        mn[g] = k0 + i == 0 ? b.packet[i] : ei::pmin(mn[g], b.packet[i]);
       }
     }
   }
-  t.set_max(mx);
+  t.set_range(mx, mn);
 }
 
 /// Writes packets f(k, p) back to lane_block contiguous rows (row j at y + j * yd),
@@ -1075,7 +1117,7 @@ struct dense_rows_plan {
 /// Loads lane_block dense rows (row j at x + j * len) into the tile; records the maxima.
 inline void tile_load_dense(lane_tile<float>& t, const float* x, const dense_rows_plan& plan) {
   const int len = plan.len;
-  __m512 mx[2];
+  __m512 mx[2], mn[2];
   for (int g = 0; g < 2; ++g) {
     const float* xg = x + g * 16 * len;
     __m512 a[dense_rows_max];
@@ -1087,9 +1129,10 @@ inline void tile_load_dense(lane_tile<float>& t, const float* x, const dense_row
       }
       _mm512_store_ps(t.column(k) + g * 16, c);
       mx[g] = k == 0 ? c : _mm512_max_ps(c, mx[g]);
+      mn[g] = k == 0 ? c : _mm512_min_ps(c, mn[g]);
     }
   }
-  t.set_max(mx);
+  t.set_range(mx, mn);
 }
 
 /// Writes packets f(k, g) back to lane_block dense rows (row j at y + j * len).
@@ -1124,6 +1167,17 @@ void with_tile_output(lane_tile<T>& t, Index len, const shift<T>& sh, F&& f) {
     out.run(len);
     f(out);
   }
+}
+
+/// log of the first nb <= lane_block lane sums, all through Eigen's vectorised log whatever
+/// nb is (an array of nb lanes would take std::log in its tail, whose last bit may differ):
+/// a lane's log_softmax and logsumexp then do not depend on how many lanes its kernel holds.
+template <typename Sums>
+Eigen::Array<typename Sums::Scalar, lane_block, 1> lanes_log(const Sums& s) {
+  using Full = Eigen::Array<typename Sums::Scalar, lane_block, 1>;
+  Full v = Full::Ones();
+  v.head(s.size()) = s;
+  return v.log();
 }
 
 /// forward_lanes for short distributions without a vectorised exp (long double): max,
@@ -1312,7 +1366,7 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
       pass(exp_op<T>());
     }
   } else {
-    const Lanes log_s = s.log().template cast<T>();
+    const Lanes log_s = lanes_log(s).head(nb).template cast<T>();
     for (Index k = 0; k < len; ++k) write(k, exponent(k, hm) - log_s);
   }
 }
@@ -1373,6 +1427,7 @@ template <typename T>
 struct panel_state {
   using Sums = Eigen::Array<acc_t<T>, lane_block, 1>;
   alignas(64) T m[panel_max<T>];
+  alignas(64) T lo[panel_max<T>];  // each lane's minimum
   compensated_sum<Sums> acc[panel_max<T> / lane_block];
   bool normal = true;  // every exponent of the panel lies in [normal_lo, 0]
 
@@ -1413,16 +1468,6 @@ EIGEN_ALWAYS_INLINE Packet load_lanes(const T* p, int i, Index nb) {
   const Index rest = nb - Index(i) * ps;
   return rest >= ps ? Eigen::internal::ploadu<Packet>(p + i * ps)
                     : load_first<Packet>(p + i * ps, rest, T(0));
-}
-
-/// Runs f(exp_fn) with pexp_normal when normal, else with pexp_accurate.
-template <typename Packet, typename F>
-EIGEN_ALWAYS_INLINE void with_packet_exp(bool normal, F&& f) {
-  if (normal) {
-    f([](const Packet& d) { return pexp_normal(d); });
-  } else {
-    f([](const Packet& d) { return pexp_accurate(d); });
-  }
 }
 
 /// The online normaliser over a panel (the first pass of forward_lanes_online, on packets):
@@ -1493,14 +1538,15 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
         std::copy(grown, grown + na * ps, st.m + j0);
       }
       Packet hb[np], h[np], l[np];
-      bool normal = true;
+      bool normal = true;  // this chunk's exponents, from the maxima so far
       for (int i = 0; i < na; ++i) {
         hb[i] = st.template base<Divide, Packet>(j0 + i * ps, sh);
         normal = normal && !any_outside(lane_exponent<Divide>(cn[i], hb[i], sh), lo_limit, inf);
+        T* lo = st.lo + j0 + i * ps;
+        ei::pstore(lo, k0 == 0 ? cn[i] : ei::pmin(cn[i], ei::pload<Packet>(lo)));
         h[i] = ei::pset1<Packet>(T(1));
         l[i] = ei::pset1<Packet>(T(0));
       }
-      st.normal = st.normal && normal;
       with_packet_exp<Packet>(normal, [&](auto exp_fn) {
         for (Index k = 0; k < k1 - k0; ++k) {
           for (int i = 0; i < na; ++i) {
@@ -1511,6 +1557,13 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
       });
       st.add(b, h, l, na);
     }
+  }
+  // The output pass shifts by the final maxima: its exponents reach lower than the chunks'.
+  const int packets = static_cast<int>((nb + ps - 1) / ps);
+  for (int i = 0; i < packets && st.normal; ++i) {
+    const Packet d = lane_exponent<Divide>(ei::pload<Packet>(st.lo + i * ps),
+                                           st.template base<Divide, Packet>(i * ps, sh), sh);
+    st.normal = !any_outside(d, lo_limit, inf);
   }
   return true;
 }
@@ -1529,7 +1582,7 @@ bool panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh
   constexpr int np = int(lane_block) / ps;
   const Index blocks = (nb + lane_block - 1) / lane_block;
   const int packets = static_cast<int>((nb + ps - 1) / ps);
-  alignas(64) T lo[panel_max<T>];
+  T* lo = st.lo;
   for (int i = 0; i < packets; ++i) {
     const Packet v = load_lanes<Packet>(x, i, nb);
     ei::pstore(st.m + i * ps, v);
@@ -1584,13 +1637,15 @@ template <forward_op Op, typename T>
 void panel_factors(const panel_state<T>& st, Index nb, T* sc) {
   using A = acc_t<T>;
   for (Index b = 0; b * lane_block < nb; ++b) {
-    const auto s = st.acc[b].total();
+    typename panel_state<T>::Sums s = st.acc[b].total();
+    for (Index j = nb - b * lane_block; j < lane_block; ++j) s(j) = A(1);  // lanes past nb
+    if constexpr (Op == forward_op::log_softmax) s = lanes_log(s);
     for (Index j = 0; j < lane_block; ++j) {
-      const A v = b * lane_block + j < nb ? s(j) : A(1);
       if constexpr (Op == forward_op::softmax) {
-        sc[b * lane_block + j] = exact_normalise<T> ? static_cast<T>(v) : static_cast<T>(A(1) / v);
+        sc[b * lane_block + j] =
+            exact_normalise<T> ? static_cast<T>(s(j)) : static_cast<T>(A(1) / s(j));
       } else {
-        sc[b * lane_block + j] = static_cast<T>(std::log(v));
+        sc[b * lane_block + j] = static_cast<T>(s(j));
       }
     }
   }
@@ -1823,7 +1878,7 @@ void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os
     }
     acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
   }
-  const Sums r = m.template cast<acc_t<T>>() + acc.total().log();
+  const Sums r = m.template cast<acc_t<T>>() + lanes_log(acc.total()).head(nb);
   for (Index j = 0; j < m.size(); ++j) {
     // A +inf lane's exponentials may overflow, and its compensated sum is then inf - inf.
     out[j * os] = !is_pos_inf(m(j))         ? static_cast<T>(r(j))
@@ -1859,10 +1914,10 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
           panel_state<T> st;
           if (panel_exp_sum<false>(x + d, xk, nb, len, shift<T>(T(0), T(1)), st)) {
             for (Index b = 0; b * lane_block < nb; ++b) {
-              const auto s = st.acc[b].total();
+              const auto log_s = lanes_log(st.acc[b].total());
               for (Index j = b * lane_block; j < std::min(nb, (b + 1) * lane_block); ++j) {
-                out[(d + j) * os] = static_cast<T>(static_cast<acc_t<T>>(st.m[j]) +
-                                                   std::log(s(j - b * lane_block)));
+                out[(d + j) * os] =
+                    static_cast<T>(static_cast<acc_t<T>>(st.m[j]) + log_s(j - b * lane_block));
               }
             }
           } else {
