@@ -177,6 +177,12 @@ struct shift {
     return divide ? apply<true>(x) : apply<false>(x);
   }
 
+  /// A lane's halved base, half * m (m itself without Divide), as lane_exponent takes it.
+  template <bool Divide, typename Packet>
+  EIGEN_ALWAYS_INLINE Packet halved(const Packet& m) const {
+    return Divide ? Eigen::internal::pmul(Eigen::internal::pset1<Packet>(half), m) : m;
+  }
+
   /// The packet map with `divide` known at compile time (hot loops branch once, outside).
   template <bool Divide, typename Packet>
   EIGEN_ALWAYS_INLINE Packet apply(const Packet& x) const {
@@ -690,6 +696,25 @@ A finite_or_zero(const A& m) {
   return r;
 }
 
+/// One chunk's lane sums (Fast2Sum pairs h, l of packets 0..na, each h seeded with 1) as
+/// acc_t arrays: h - 1, exact (1 is a multiple of h's ULP), and l; lanes past packet na: 0.
+template <typename T, typename Packet, typename Sums>
+void chunk_sums(const Packet* h, const Packet* l, int na, Sums& wide, Sums& wide_err) {
+  namespace ei = Eigen::internal;
+  constexpr int ps = ei::unpacket_traits<Packet>::size;
+  alignas(64) T part[lane_block], err[lane_block];
+  for (int i = 0; i < int(lane_block) / ps; ++i) {
+    const Packet zero = ei::pset1<Packet>(T(0));
+    ei::pstore(part + i * ps, i < na ? ei::psub(h[i], ei::pset1<Packet>(T(1))) : zero);
+    ei::pstore(err + i * ps, i < na ? l[i] : zero);
+  }
+  // A plain loop: compilers vectorise the float-to-double widening, Eigen 3.4's cast does not.
+  for (Index j = 0; j < lane_block; ++j) {
+    wide(j) = static_cast<acc_t<T>>(part[j]);
+    wide_err(j) = static_cast<acc_t<T>>(err[j]);
+  }
+}
+
 /// Runs f(exp_fn) with pexp_normal when normal, else with pexp_accurate.
 template <typename Packet, typename F>
 EIGEN_ALWAYS_INLINE void with_packet_exp(bool normal, F&& f) {
@@ -794,13 +819,11 @@ void tile_exp_sum(lane_tile<T>& t, Index len, const shift<T>& sh, acc_t<T>* s) {
   Packet hb[np];
   for (int p = 0; p < np; ++p) {
     const Packet b = ei::pload<Packet>(t.base + p * ps);
-    hb[p] = Divide ? ei::pmul(ei::pset1<Packet>(sh.half), b) : b;
+    hb[p] = sh.template halved<Divide>(b);
   }
   using Sums = Eigen::Array<acc_t<T>, lane_block, 1>;
   compensated_sum<Sums> acc(Sums::Zero());
   Sums wide, wide_err;
-  alignas(64) T part[lane_block];
-  alignas(64) T err[lane_block];
   const Packet one = ei::pset1<Packet>(T(1));
   // pexp_normal where every lane's smallest exponent (from the minima the loaders found) is
   // in its range; prepare's rewritten lanes (infinite maxima) keep the checked exp.
@@ -827,21 +850,12 @@ void tile_exp_sum(lane_tile<T>& t, Index len, const shift<T>& sh, acc_t<T>* s) {
         }
       }
     });
-    for (int p = 0; p < np; ++p) {
-      ei::pstore(part + p * ps, ei::psub(h[p], one));  // exact: 1 is a multiple of h's ULP
-      ei::pstore(err + p * ps, l[p]);
-    }
+    chunk_sums<T>(h, l, np, wide, wide_err);
     if (len <= lane_chunk) {
       // One chunk: added to the zero compensated sum it is exact, and the total is this.
-      for (Index j = 0; j < lane_block; ++j) {
-        s[j] = static_cast<acc_t<T>>(part[j]) + static_cast<acc_t<T>>(err[j]);
-      }
+      Eigen::Map<Sums, Eigen::Aligned> sums(s);
+      sums = wide + wide_err;
       return;
-    }
-    // A plain loop: compilers vectorise the float-to-double widening, Eigen 3.4's cast does not.
-    for (Index j = 0; j < lane_block; ++j) {
-      wide(j) = static_cast<acc_t<T>>(part[j]);
-      wide_err(j) = static_cast<acc_t<T>>(err[j]);
     }
     acc.add(wide, wide_err);
   }
@@ -882,7 +896,7 @@ struct tile_output {
     }
     for (int p = 0; p < np; ++p) {
       const Packet b = ei::pload<Packet>(t.base + p * ps);
-      hb[p] = Divide ? ei::pmul(ei::pset1<Packet>(sh.half), b) : b;
+      hb[p] = sh.template halved<Divide>(b);
       sc[p] = ei::pload<Packet>(t.scale + p * ps);
     }
   }
@@ -1434,30 +1448,15 @@ struct panel_state {
   /// Adds a lane block's chunk sums (Fast2Sum pairs h, l with h seeded with 1) to block b.
   template <typename Packet>
   void add(Index b, const Packet* h, const Packet* l, int na) {
-    namespace ei = Eigen::internal;
-    constexpr int ps = ei::unpacket_traits<Packet>::size;
-    alignas(64) T part[lane_block], err[lane_block];
-    for (int i = 0; i < int(lane_block) / ps; ++i) {
-      const Packet zero = ei::pset1<Packet>(T(0));
-      // h - 1 is exact: 1 is a multiple of h's ULP.
-      ei::pstore(part + i * ps, i < na ? ei::psub(h[i], ei::pset1<Packet>(T(1))) : zero);
-      ei::pstore(err + i * ps, i < na ? l[i] : zero);
-    }
-    // A plain loop: compilers vectorise the float-to-double widening, Eigen 3.4's cast does not.
     Sums wide, wide_err;
-    for (Index j = 0; j < lane_block; ++j) {
-      wide(j) = static_cast<acc_t<T>>(part[j]);
-      wide_err(j) = static_cast<acc_t<T>>(err[j]);
-    }
+    chunk_sums<T>(h, l, na, wide, wide_err);
     acc[b].add(wide, wide_err);
   }
 
   /// The lanes' halved bases (see shift) for lane j0 on, a packet.
   template <bool Divide, typename Packet>
   EIGEN_ALWAYS_INLINE Packet base(Index j0, const shift<T>& sh) const {
-    namespace ei = Eigen::internal;
-    const Packet v = ei::pload<Packet>(m + j0);
-    return Divide ? ei::pmul(ei::pset1<Packet>(sh.half), v) : v;
+    return sh.template halved<Divide>(Eigen::internal::pload<Packet>(m + j0));
   }
 };
 
@@ -1568,13 +1567,14 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
   return true;
 }
 
-/// A panel's sums in two passes: the lanes' maxima (and minima, for st.normal) in one walk,
-/// then exp((x - max) / T) of each chunk of lane_chunk columns summed as panel_online_sum
+/// A panel's sums at T = 1 in two passes: the lanes' maxima (and minima, for st.normal) in
+/// one walk, then exp(x - max) of each chunk of lane_chunk columns summed as panel_online_sum
 /// does; the same arithmetic as logsumexp_lanes, so a lane's result does not depend on its
 /// neighbours taking that kernel. Returns false where some lane's maximum is not finite.
-template <bool Divide, typename T>
-bool panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh,
-                   panel_state<T>& st) {
+template <typename T>
+bool panel_exp_sum(const T* x, Index xk, Index nb, Index len, panel_state<T>& st) {
+  constexpr bool Divide = false;  // T = 1: logsumexp's only use
+  const shift<T> sh(T(0), T(1));
   namespace ei = Eigen::internal;
   using Packet = typename ei::packet_traits<T>::type;
   using Sums = typename panel_state<T>::Sums;
@@ -1912,7 +1912,7 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
         for (; d < count; d += panel_max<T>) {
           const Index nb = std::min(panel_max<T>, count - d);
           panel_state<T> st;
-          if (panel_exp_sum<false>(x + d, xk, nb, len, shift<T>(T(0), T(1)), st)) {
+          if (panel_exp_sum(x + d, xk, nb, len, st)) {
             for (Index b = 0; b * lane_block < nb; ++b) {
               const auto log_s = lanes_log(st.acc[b].total());
               for (Index j = b * lane_block; j < std::min(nb, (b + 1) * lane_block); ++j) {
