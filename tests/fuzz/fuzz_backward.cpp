@@ -174,7 +174,7 @@ void check_layouts_agree(const Vec<T>& y, const Vec<T>& logy, const Vec<T>& dy, 
     const bool sum_overflows[2] = {!(abs_dot <= top), !(abs_dy <= top)};
     for (int op = 0; op < 2; ++op) {
       if (sum_overflows[op]) continue;
-      if (!(scale[op] <= static_cast<ld>(std::numeric_limits<T>::max()))) {
+      if (!(scale[op] <= top)) {
         // The terms overflow T (or are infinite): inf - inf in one summation order can be
         // +-inf in another, so both must be non-finite, not equal. (Found by fuzzing: y of
         // order 1e307 that is no distribution, strided NaN against contiguous inf.)
