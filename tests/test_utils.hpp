@@ -727,3 +727,7 @@ std::string error_of(F&& f) {
 }  // namespace loss
 
 }  // namespace smax_test
+
+#if defined(SMAX_TEST_EXTERN_KERNELS) && SMAX_TEST_EXTERN_KERNELS
+#include "kernel_instances.hpp"  // the kernels come compiled from kernel_instances.cpp
+#endif
