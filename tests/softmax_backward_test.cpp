@@ -374,4 +374,56 @@ TYPED_TEST(SoftmaxBackward, BatchesMatchTheirDistributions) {
   check(y, logy, MatR<T>(dy), smax::rowwise);
 }
 
+// Batches of short contiguous rows run 32 rows at a time across the rows (log_softmax
+// always, softmax in double); each row must come out bit for bit as it does alone, at
+// every length up to the tiles' limit, with rows padded by a wider stride, special values
+// in single rows, and the output over dy.
+TYPED_TEST(SoftmaxBackward, ShortRowBlocksMatchSingleRowsBitForBit) {
+  using T = TypeParam;
+  const T inf = std::numeric_limits<T>::infinity();
+  for (const Index cols : {1, 2, 3, 7, 10, 16, 17, 31, 32, 33}) {
+    for (const Index rows : {31, 32, 70}) {
+      for (const T t : {T(1), T(0.25), T(3)}) {
+        const Index width = cols + 5;  // rows sit in a wider row-major matrix
+        MatR<T> zw(rows, width), dyw(rows, width);
+        for (Index r = 0; r < rows; ++r) {
+          zw.row(r) = random_logits<T>(width, logits::normal_1, 900 + std::uint32_t(r)).transpose();
+          dyw.row(r) = random_upstream<T>(width, 700 + std::uint32_t(r)).transpose();
+        }
+        // Special rows: a -inf logit (y = 0, log y = -inf), huge upstream gradients, a NaN.
+        if (cols > 1) zw(5, 0) = -inf;  // (alone it would make the row NaN)
+        dyw.row(std::min<Index>(40, rows - 1)) *= T(1e30);
+        dyw(std::min<Index>(33, rows - 1), cols - 1) = std::numeric_limits<T>::quiet_NaN();
+        const auto z = zw.leftCols(cols);
+        const auto dy = dyw.leftCols(cols);
+        const MatR<T> y = smax::softmax(z, smax::rowwise, t);
+        const MatR<T> logy = smax::log_softmax(z, smax::rowwise, t);
+        const MatR<T> gy = smax::softmax_backward(y, dy, smax::rowwise, t);
+        const MatR<T> gl = smax::log_softmax_backward(logy, dy, smax::rowwise, t);
+        MatR<T> over_dy = dy;  // the output written over dy (exact aliasing)
+        smax::log_softmax_backward_into(over_dy, logy, over_dy, smax::rowwise, t);
+        for (Index r = 0; r < rows; ++r) {
+          const Vec<T> yr = y.row(r).transpose(), lr = logy.row(r).transpose();
+          const Vec<T> dr = dy.row(r).transpose();
+          const Vec<T> sy = smax::softmax_backward(yr, dr, t);
+          const Vec<T> sl = smax::log_softmax_backward(lr, dr, t);
+          ASSERT_TRUE(bit_equal(sy, Vec<T>(gy.row(r).transpose())))
+              << "softmax, " << rows << "x" << cols << " T = " << t << ", row " << r;
+          ASSERT_TRUE(bit_equal(sl, Vec<T>(gl.row(r).transpose())))
+              << "log_softmax, " << rows << "x" << cols << " T = " << t << ", row " << r;
+          ASSERT_TRUE(bit_equal(sl, Vec<T>(over_dy.row(r).transpose())))
+              << "log_softmax over dy, " << rows << "x" << cols << " T = " << t << ", row " << r;
+        }
+        // The NaN stays in its row.
+        const Index nan_row = std::min<Index>(33, rows - 1);
+        for (Index r = 0; r < rows; ++r) {
+          if (r != nan_row) {
+            ASSERT_FALSE(gl.row(r).hasNaN()) << "row " << r;
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
