@@ -2149,26 +2149,42 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
   });
 }
 
+/// (dy - exp(logy) * s) / T on packets: one short row, or a column of rows in
+/// backward_short_rows (the same operations, so the same bits).
+template <typename Packet, typename T>
+EIGEN_ALWAYS_INLINE Packet log_softmax_backward_packet(const Packet& logy, const Packet& dy,
+                                                       const Packet& s, T temperature) {
+  namespace ei = Eigen::internal;
+  const Packet v = ei::psub(dy, ei::pmul(pexp_accurate(logy), s));
+  return temperature == T(1) ? v : ei::pdiv(v, ei::pset1<Packet>(temperature));
+}
+
 /// dz = (dy - exp(logy) * sum(dy)) / T for one distribution; out may alias logy or dy.
 template <typename T>
 void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T* out, Index os,
                               Index n, T temperature) {
   if constexpr (has_packet_exp<T>) {
     if (n <= backward_short_max && ls == 1 && dys == 1 && os == 1) {
-      // Short rows: the exps a packet at a time through a padded buffer (padding 0), plain
-      // loops for the rest.
+      // Short rows: a packet at a time (a partial last one padded with 0), with the packet
+      // operations of backward_short_rows, so a row comes out the same there: a scalar
+      // dy - e * s may be contracted to an FMA where the packets are not.
       namespace ei = Eigen::internal;
       using Packet = typename ei::packet_traits<T>::type;
       constexpr Index ps = ei::unpacket_traits<Packet>::size;
-      const T s = static_cast<T>(short_dot(dy, static_cast<const T*>(nullptr), n));
-      alignas(64) T buf[ps];
+      const Packet s =
+          ei::pset1<Packet>(static_cast<T>(short_dot(dy, static_cast<const T*>(nullptr), n)));
       for (Index i0 = 0; i0 < n; i0 += ps) {
         const Index len = std::min(ps, n - i0);
-        ei::pstore(buf, len == ps ? pexp_accurate(ei::ploadu<Packet>(logy + i0))
-                                  : pexp_accurate(load_first<Packet>(logy + i0, len, T(0))));
-        for (Index j = 0; j < len; ++j) {
-          const T v = dy[i0 + j] - buf[j] * s;
-          out[i0 + j] = temperature == T(1) ? v : v / temperature;
+        const bool whole = len == ps;
+        const Packet l =
+            whole ? ei::ploadu<Packet>(logy + i0) : load_first<Packet>(logy + i0, len, T(0));
+        const Packet d =
+            whole ? ei::ploadu<Packet>(dy + i0) : load_first<Packet>(dy + i0, len, T(0));
+        const Packet v = log_softmax_backward_packet(l, d, s, temperature);
+        if (whole) {
+          ei::pstoreu(out + i0, v);
+        } else {
+          store_first(out + i0, v, len);
         }
       }
       return;
@@ -2250,8 +2266,7 @@ Index backward_short_rows(const T* y, Index yd, const T* dy, Index dyd, T* out, 
         const Packet yv = ei::pload<Packet>(ty.column(k) + p * ps);
         const Packet dv = ei::pload<Packet>(td.column(k) + p * ps);
         if constexpr (Log) {
-          const Packet v = ei::psub(dv, ei::pmul(pexp_accurate(yv), gp));
-          return temperature == T(1) ? v : ei::pdiv(v, t);
+          return log_softmax_backward_packet(yv, dv, gp, temperature);
         } else {
           const Packet d = ei::psub(dv, gp);
           if (temperature == T(1)) return ei::pmul(yv, d);
