@@ -6,7 +6,8 @@
 /// The smax kernels the tests call most, for float and double, compiled once per build
 /// (kernel_instances.cpp) instead of once per test file: they are most of a test file's
 /// compile time (one softmax call: 8 s of 10 at -O3). The test targets that see
-/// SMAX_TEST_EXTERN_KERNELS (tests/CMakeLists.txt) take these extern declarations, so their
+/// SMAX_TEST_EXTERN_KERNELS (tests/CMakeLists.txt, and the fuzz targets from their own
+/// instrumented copy) take these extern declarations, so their
 /// own code and the library's dispatch stay in the test file and only the kernel bodies
 /// move. The allocation tests compile everything themselves: they build Eigen with
 /// EIGEN_RUNTIME_NO_MALLOC and their own eigen_assert, which the kernels must see.

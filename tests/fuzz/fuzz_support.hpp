@@ -26,6 +26,10 @@
 
 #include <Eigen/Core>
 
+#if defined(SMAX_TEST_EXTERN_KERNELS) && SMAX_TEST_EXTERN_KERNELS
+#include "../kernel_instances.hpp"  // the kernels come compiled (tests/fuzz/CMakeLists.txt)
+#endif
+
 namespace smax_fuzz {
 
 /// The message of the last smax::error a target caught, printed when an invariant fails.
