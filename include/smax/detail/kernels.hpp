@@ -2237,14 +2237,12 @@ Index backward_short_rows(const T* y, Index yd, const T* dy, Index dyd, T* out, 
       tile_load_rows(td, dy + j0 * dyd, dyd, len);
       // Per lane: sum_k y_k dy_k (softmax) or sum_k dy_k (log_softmax), as short_dot.
       if constexpr (!exact_normalise<T>) {
+        // float reaches here for log_softmax only: sum_k dy_k in double.
         Wide s = Wide::Zero();
         for (Index k = 0; k < len; ++k) {
-          const T* a = Log ? td.column(k) : ty.column(k);
           const T* b = td.column(k);
-          // Plain loops: compilers vectorise the widening, Eigen 3.4's cast does not.
-          for (Index j = 0; j < lane_block; ++j) {
-            s(j) += static_cast<acc_t<T>>(a[j]) * (Log ? acc_t<T>(1) : static_cast<acc_t<T>>(b[j]));
-          }
+          // A plain loop: compilers vectorise the widening, Eigen 3.4's cast does not.
+          for (Index j = 0; j < lane_block; ++j) s(j) += static_cast<acc_t<T>>(b[j]);
         }
         for (Index j = 0; j < lane_block; ++j) g[j] = static_cast<T>(s(j));
       } else {
