@@ -209,8 +209,8 @@ void backward_into(const char* function, const Eigen::DenseBase<Out>& out,
       const batch<T> ob = output_batch(out, axis);
       if (yb.count == 0 || yb.length == 0) return;  // nothing to write
       for_each_range(yb.count, yb.length, 1, [&](Index begin, Index end) {
-        if (yb.kstride == 1 && db.kstride == 1 && ob.kstride == 1 &&
-            yb.length <= backward_short_max) {
+        if (yb.kstride == 1 && db.kstride == 1 && ob.kstride == 1) {
+          // Contiguous rows; the kernel takes the short ones (it checks their length).
           begin += backward_short_rows<Op == backward_op::log_softmax>(
               yb.data + begin * yb.dstride, yb.dstride, db.data + begin * db.dstride, db.dstride,
               ob.data + begin * ob.dstride, ob.dstride, end - begin, yb.length, temperature);
