@@ -5,11 +5,12 @@
 /// \file
 /// The smax kernels the tests call most, for float and double, compiled once per build
 /// (kernel_instances.cpp) instead of once per test file: they are most of a test file's
-/// compile time (one softmax call: 8 s of 10 at -O3). The test targets that see
-/// SMAX_TEST_EXTERN_KERNELS (tests/CMakeLists.txt, and the fuzz targets from their own
-/// instrumented copy) take these extern declarations, so their
-/// own code and the library's dispatch stay in the test file and only the kernel bodies
-/// move. The allocation tests compile everything themselves: they build Eigen with
+/// compile time (one softmax call: 8 s of 10 at -O3). The targets that see
+/// SMAX_TEST_EXTERN_KERNELS take these extern declarations, so their own code and the
+/// library's dispatch stay in their file and only the kernel bodies move: the test files
+/// (smax_use_test_kernels in tests/CMakeLists.txt), the examples but quickstart, the
+/// accuracy sweep, the benchmarks of a compile-only build, and the fuzz targets (from their
+/// own instrumented copy). The allocation tests compile everything themselves: they build Eigen with
 /// EIGEN_RUNTIME_NO_MALLOC and their own eigen_assert, which the kernels must see.
 
 #include <smax/smax.hpp>
