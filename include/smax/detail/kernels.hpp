@@ -769,8 +769,7 @@ struct lane_tile {
   /// is then +inf as it should be, or NaN with a NaN.
   template <bool Limits>
   void prepare(Index len) {
-    finite = true;
-    for (Index j = 0; j < lane_block; ++j) finite &= is_finite(m[j]);
+    finite = all_finite_bits(m, lane_block);
     if (finite) {
       std::copy(m, m + lane_block, base);
       return;
@@ -1161,16 +1160,28 @@ void tile_load_rows(lane_tile<T>& t, const T* x, Index xd, Index len) {
       constexpr int w = piece_columns<Packet>;
       for (int g = 0; g < np; ++g) {
         const T* xg = x + g * ps * xd;
-        for (Index k0 = 0; k0 < len; k0 += w) {
-          Packet c[w];
-          piece_columns_load(xg + k0, xd, c);
-          const int width = static_cast<int>(std::min<Index>(w, len - k0));
+        // The extrema in registers (arrays indexed by g stay in memory), seeded with
+        // column 0 as the transposes below do.
+        Packet c[w];
+        piece_columns_load(xg, xd, c);
+        Packet gmx = c[0], gmn = c[0];
+        const auto take = [&](Index k0, int width) {
           for (int i = 0; i < width; ++i) {
             ei::pstore(t.column(k0 + i) + g * ps, c[i]);
-            mx[g] = k0 + i == 0 ? c[i] : ei::pmax(mx[g], c[i]);
-            mn[g] = k0 + i == 0 ? c[i] : ei::pmin(mn[g], c[i]);
+            gmx = ei::pmax(gmx, c[i]);
+            gmn = ei::pmin(gmn, c[i]);
+          }
+        };
+        for (Index k0 = 0; k0 < len; k0 += w) {
+          if (k0 > 0) piece_columns_load(xg + k0, xd, c);
+          if (k0 + w <= len) {
+            take(k0, w);  // unrolled
+          } else {
+            take(k0, static_cast<int>(len - k0));
           }
         }
+        mx[g] = gmx;
+        mn[g] = gmn;
       }
       t.set_range(mx, mn);
       return;
@@ -1178,17 +1189,21 @@ void tile_load_rows(lane_tile<T>& t, const T* x, Index xd, Index len) {
   }
   for (int g = 0; g < np; ++g) {
     const T* xg = x + g * ps * xd;
+    Packet gmx = ei::pset1<Packet>(T(0)), gmn = gmx;  // set from column 0 below
     for (Index k0 = 0; k0 < len; k0 += ps) {
       ei::PacketBlock<Packet, ps> b;
       for (int i = 0; i < ps; ++i) b.packet[i] = ei::ploadu<Packet>(xg + i * xd + k0);
       ei::ptranspose(b);
+      if (k0 == 0) gmx = gmn = b.packet[0];
       const int width = static_cast<int>(std::min<Index>(ps, len - k0));
       for (int i = 0; i < width; ++i) {
         ei::pstore(t.column(k0 + i) + g * ps, b.packet[i]);
-        mx[g] = k0 + i == 0 ? b.packet[i] : ei::pmax(mx[g], b.packet[i]);
-        mn[g] = k0 + i == 0 ? b.packet[i] : ei::pmin(mn[g], b.packet[i]);
+        gmx = ei::pmax(gmx, b.packet[i]);
+        gmn = ei::pmin(gmn, b.packet[i]);
       }
     }
+    mx[g] = gmx;
+    mn[g] = gmn;
   }
   t.set_range(mx, mn);
 }
