@@ -1070,7 +1070,8 @@ inline constexpr int piece_columns<Eigen::internal::Packet8d> = 2;
 /// The first piece_columns columns of a packet's worth of rows (row j at x + j * xd) as
 /// packets c[k] (lane j: row j). Each row packet is put together from four 128-bit loads
 /// (lane group L: rows L * w + b, w = piece_columns), so only a transpose within 128-bit
-/// lanes is left to shuffles: about one per column, where Eigen's ptranspose spends about
+/// lanes is left to shuffles: two per column for float, one for double (plus the 128-bit
+/// inserts, which take their operand from memory), where Eigen's ptranspose spends about
 /// six per column of a 16 x 16 float block whatever the row length.
 EIGEN_ALWAYS_INLINE void piece_columns_load(const float* x, Index xd, __m512* c) {
   __m512 p[4];
