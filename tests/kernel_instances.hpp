@@ -10,8 +10,9 @@
 /// library's dispatch stay in their file and only the kernel bodies move: the test files
 /// (smax_use_test_kernels in tests/CMakeLists.txt), the examples but quickstart, the
 /// accuracy sweep, the benchmarks of a compile-only build, and the fuzz targets (from their
-/// own instrumented copy). The allocation tests compile everything themselves: they build Eigen with
-/// EIGEN_RUNTIME_NO_MALLOC and their own eigen_assert, which the kernels must see.
+/// own instrumented copy). The allocation tests compile everything themselves: they build
+/// Eigen with EIGEN_RUNTIME_NO_MALLOC and their own eigen_assert, which the kernels must
+/// see; so do threads_test (OpenMP) and the concurrency test (ThreadSanitizer).
 
 #include <smax/smax.hpp>
 
