@@ -1002,6 +1002,18 @@ void register_all() {
   add("short/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double>, kShort);
   add("short/log_softmax_f64/smax_rowmajor", log_softmax_smax_rowmajor<double>, kShort);
   add("short/logsumexp_f64/smax_rowmajor", logsumexp_smax_rowmajor<double>, kShort);
+  // Backward passes of short rows (the lane tiles of backward_short_rows; float softmax
+  // stays one row at a time).
+  add("short/softmax_backward/smax_rowmajor", softmax_backward_smax_rowmajor<float>, kShort);
+  add("short/log_softmax_backward/smax_rowmajor", log_softmax_backward_smax_rowmajor<float>,
+      kShort);
+  add("short/softmax_backward_f64/smax_rowmajor", softmax_backward_smax_rowmajor<double>, kShort);
+  add("short/log_softmax_backward_f64/smax_rowmajor", log_softmax_backward_smax_rowmajor<double>,
+      kShort);
+#ifdef SMAX_BENCH_HAVE_DNNL
+  add("short/softmax_backward/onednn", dnnl_backward<false>, kShort);
+  add("short/log_softmax_backward/onednn", dnnl_backward<true>, kShort);
+#endif
 
   // -inf masks (Data::masked_logits: fully masked rows and 1 entry in 4 masked) against
   // the same calls on the unmasked logits, both layouts.

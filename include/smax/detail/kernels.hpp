@@ -91,16 +91,14 @@ template <typename A>
 class compensated_sum {
  public:
   explicit compensated_sum(const A& zero = A(0)) : hi_(zero), lo_(zero) {}
-  // Always inlined: GCC's choice for Eigen arrays of lane sums moved with unrelated edits
-  // (backward_short_rows f64: 0.85 against 0.56 G/s).
-  EIGEN_ALWAYS_INLINE void add(const A& v) {
+  void add(const A& v) {
     const A s = hi_ + v;
     const A bv = s - hi_;
     lo_ += (hi_ - (s - bv)) + (v - bv);
     hi_ = s;
   }
   /// Adds v + lo, where lo is a small correction (the error term of a partial sum).
-  EIGEN_ALWAYS_INLINE void add(const A& v, const A& lo) {
+  void add(const A& v, const A& lo) {
     add(v);
     lo_ += lo;
   }
@@ -114,6 +112,18 @@ class compensated_sum {
  private:
   A hi_, lo_;
 };
+
+/// h + v as h' + (l' - l) without error (Knuth's TwoSum, any magnitudes): compensated_sum's
+/// add on packets, lane by lane the same operations, so the same bits.
+template <typename Packet>
+EIGEN_ALWAYS_INLINE void two_sum(Packet& h, Packet& l, const Packet& v) {
+  namespace ei = Eigen::internal;
+  Packet s = ei::padd(h, v);
+  opaque_under_fast_math(s);  // else s - h is folded to v and the error term to 0
+  const Packet bv = ei::psub(s, h);
+  l = ei::padd(l, ei::padd(ei::psub(h, ei::psub(s, bv)), ei::psub(v, bv)));
+  h = s;
+}
 
 /// h + e as h' + (l' - l) without error (Dekker's Fast2Sum), for |h| >= |e|: the exp-sum
 /// loops seed h with 1, above every exponential of an exponent <= 0 (with 2^K when the
@@ -1040,17 +1050,45 @@ EIGEN_ALWAYS_INLINE __m512 pairs_hi(__m512 a, __m512 b) {
   return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
 }
 
-/// Stores the four 128-bit lane groups of p at y, y + step, y + 2 step, y + 3 step, each
-/// cut to its first `width` (1-4) floats.
-EIGEN_ALWAYS_INLINE void store_pieces(__m512 p, float* y, Index step, int width) {
+/// The 128-bit pieces at r, r + step, r + 2 step and r + 3 step as lane groups 0-3 of one
+/// register (float-typed: AVX-512F has the float inserts, the double ones need DQ).
+template <typename T>
+EIGEN_ALWAYS_INLINE __m512 load_pieces(const T* r, Index step) {
+  const auto piece = [](const T* q) {
+    if constexpr (std::is_same_v<T, float>) {
+      return _mm_loadu_ps(q);
+    } else {
+      return _mm_castpd_ps(_mm_loadu_pd(q));
+    }
+  };
+  const __m512 v = _mm512_castps128_ps512(piece(r));
+  const __m512 v1 = _mm512_insertf32x4(v, piece(r + step), 1);
+  const __m512 v2 = _mm512_insertf32x4(v1, piece(r + 2 * step), 2);
+  return _mm512_insertf32x4(v2, piece(r + 3 * step), 3);
+}
+
+/// The inverse of load_pieces: stores lane group L of p at y + L step, each cut to its
+/// first `width` entries of T (a whole piece is 16 / sizeof(T)).
+template <typename T>
+EIGEN_ALWAYS_INLINE void store_pieces(__m512 p, T* y, Index step, int width) {
+  constexpr int whole = 16 / static_cast<int>(sizeof(T));
   const __m128 piece[4] = {_mm512_castps512_ps128(p), _mm512_extractf32x4_ps(p, 1),
                            _mm512_extractf32x4_ps(p, 2), _mm512_extractf32x4_ps(p, 3)};
   const __mmask8 m = static_cast<__mmask8>((1u << width) - 1u);
   for (int L = 0; L < 4; ++L) {
-    if (width == 4) {
-      _mm_storeu_ps(y + L * step, piece[L]);
+    T* r = y + L * step;
+    if constexpr (std::is_same_v<T, float>) {
+      if (width == whole) {
+        _mm_storeu_ps(r, piece[L]);
+      } else {
+        _mm_mask_storeu_ps(r, m, piece[L]);
+      }
     } else {
-      _mm_mask_storeu_ps(y + L * step, m, piece[L]);
+      if (width == whole) {
+        _mm_storeu_pd(r, _mm_castps_pd(piece[L]));
+      } else {
+        _mm_mask_storeu_pd(r, m, _mm_castps_pd(piece[L]));
+      }
     }
   }
 }
@@ -1075,13 +1113,7 @@ inline constexpr int piece_columns<Eigen::internal::Packet8d> = 2;
 /// six per column of a 16 x 16 float block whatever the row length.
 EIGEN_ALWAYS_INLINE void piece_columns_load(const float* x, Index xd, __m512* c) {
   __m512 p[4];
-  for (int b = 0; b < 4; ++b) {
-    const float* r = x + b * xd;
-    __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(r));
-    v = _mm512_insertf32x4(v, _mm_loadu_ps(r + 4 * xd), 1);
-    v = _mm512_insertf32x4(v, _mm_loadu_ps(r + 8 * xd), 2);
-    p[b] = _mm512_insertf32x4(v, _mm_loadu_ps(r + 12 * xd), 3);
-  }
+  for (int b = 0; b < 4; ++b) p[b] = load_pieces(x + b * xd, 4 * xd);
   const __m512 t0 = _mm512_unpacklo_ps(p[0], p[1]), t1 = _mm512_unpackhi_ps(p[0], p[1]);
   const __m512 t2 = _mm512_unpacklo_ps(p[2], p[3]), t3 = _mm512_unpackhi_ps(p[2], p[3]);
   c[0] = pairs_lo(t0, t2);
@@ -1091,18 +1123,10 @@ EIGEN_ALWAYS_INLINE void piece_columns_load(const float* x, Index xd, __m512* c)
 }
 
 EIGEN_ALWAYS_INLINE void piece_columns_load(const double* x, Index xd, __m512d* c) {
-  // 128-bit inserts of float type: AVX-512F has them, the double ones need DQ.
-  const auto piece = [](const double* q) { return _mm_castpd_ps(_mm_loadu_pd(q)); };
-  __m512d p[2];
-  for (int b = 0; b < 2; ++b) {
-    const double* r = x + b * xd;
-    __m512 v = _mm512_castps128_ps512(piece(r));
-    v = _mm512_insertf32x4(v, piece(r + 2 * xd), 1);
-    v = _mm512_insertf32x4(v, piece(r + 4 * xd), 2);
-    p[b] = _mm512_castps_pd(_mm512_insertf32x4(v, piece(r + 6 * xd), 3));
-  }
-  c[0] = _mm512_unpacklo_pd(p[0], p[1]);
-  c[1] = _mm512_unpackhi_pd(p[0], p[1]);
+  const __m512d p0 = _mm512_castps_pd(load_pieces(x, 2 * xd));
+  const __m512d p1 = _mm512_castps_pd(load_pieces(x + xd, 2 * xd));
+  c[0] = _mm512_unpacklo_pd(p0, p1);
+  c[1] = _mm512_unpackhi_pd(p0, p1);
 }
 
 /// The inverse of piece_columns_load: writes the first `width` columns of c to the rows,
@@ -1115,22 +1139,8 @@ EIGEN_ALWAYS_INLINE void piece_columns_store(const __m512* c, float* y, Index yd
 }
 
 EIGEN_ALWAYS_INLINE void piece_columns_store(const __m512d* c, double* y, Index yd, int width) {
-  const __m512d p[2] = {_mm512_unpacklo_pd(c[0], c[1]), _mm512_unpackhi_pd(c[0], c[1])};
-  const __mmask8 m = static_cast<__mmask8>((1u << width) - 1u);
-  for (int b = 0; b < 2; ++b) {
-    double* r = y + b * yd;
-    const __m512 q = _mm512_castpd_ps(p[b]);
-    const __m128d piece[4] = {
-        _mm512_castpd512_pd128(p[b]), _mm_castps_pd(_mm512_extractf32x4_ps(q, 1)),
-        _mm_castps_pd(_mm512_extractf32x4_ps(q, 2)), _mm_castps_pd(_mm512_extractf32x4_ps(q, 3))};
-    for (int L = 0; L < 4; ++L) {
-      if (width == 2) {
-        _mm_storeu_pd(r + 2 * L * yd, piece[L]);
-      } else {
-        _mm_mask_storeu_pd(r + 2 * L * yd, m, piece[L]);
-      }
-    }
-  }
+  store_pieces(_mm512_castpd_ps(_mm512_unpacklo_pd(c[0], c[1])), y, 2 * yd, width);
+  store_pieces(_mm512_castpd_ps(_mm512_unpackhi_pd(c[0], c[1])), y + yd, 2 * yd, width);
 }
 #endif
 
@@ -2416,18 +2426,18 @@ Index backward_short_rows(const T* y, Index yd, const T* dy, Index dyd, T* out, 
         }
         for (Index j = 0; j < lane_block; ++j) g[j] = static_cast<T>(s(j));
       } else {
-        using Lanes = Eigen::Array<T, lane_block, 1>;
-        compensated_sum<Lanes> s(Lanes::Zero());
+        // compensated_sum's TwoSum per lane, on the tile's packets in registers.
+        constexpr int np = Tile::packets;
+        Packet hi[np], lo[np];
+        for (int p = 0; p < np; ++p) hi[p] = lo[p] = ei::pzero(t);
         for (Index k = 0; k < len; ++k) {
-          const Eigen::Map<const Lanes, Eigen::Aligned> b(td.column(k));
-          if constexpr (Log) {
-            s.add(b);
-          } else {
-            s.add(Eigen::Map<const Lanes, Eigen::Aligned>(ty.column(k)) * b);
+          for (int p = 0; p < np; ++p) {
+            Packet v = ei::pload<Packet>(td.column(k) + p * ps);
+            if constexpr (!Log) v = ei::pmul(ei::pload<Packet>(ty.column(k) + p * ps), v);
+            two_sum(hi[p], lo[p], v);
           }
         }
-        Eigen::Map<Lanes, Eigen::Aligned> gm(g);
-        gm = s.total();
+        for (int p = 0; p < np; ++p) ei::pstore(g + p * ps, ei::padd(hi[p], lo[p]));
       }
       const auto f = [&](Index k, int p) {
         const Packet gp = ei::pload<Packet>(g + p * ps);
