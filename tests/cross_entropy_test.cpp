@@ -481,6 +481,81 @@ TYPED_TEST(CrossEntropy, SmoothingAtTinyTemperatureGivesAFiniteLoss) {
   EXPECT_TRUE(close(smax::cross_entropy(z0, y[0], of.o), ref.per_sample[0], tol<T>::rel * 16));
 }
 
+// Logits spread over more than the type's range: with label smoothing every class carries
+// a coefficient, and max - x_c (here 1.25 MAX), or the block sum of the terms w_c (max -
+// x_c) in T (3 x 0.75 MAX), overflows T although eps / C brings the loss back into range
+// (0.047 MAX and 0.056 MAX, T = 1). Both were +inf (found by fuzz_cross_entropy: float,
+// weighted smoothing, logits up to 7.5e29). Rows (ce_sample) and columns of a column-major
+// batch (sample panels, which hand such samples to ce_sample).
+TYPED_TEST(CrossEntropy, LogitsSpreadBeyondTheRangeGiveAFiniteLoss) {
+  using T = TypeParam;
+  const T big = std::numeric_limits<T>::max();
+  spec sp;
+  sp.eps = 0.1;
+  sp.red = smax::reduction::mean;  // the sum of 37 such losses overflows
+  for (const std::vector<T>& row : {std::vector<T>{big, -big / 4, 0, big / 2},
+                                    std::vector<T>{big / 2, -big / 4, -big / 4, -big / 4}}) {
+    for (const bool weighted : {false, true}) {
+      sp.w = weighted ? std::vector<double>{0.5, 2, 1, 0.25} : std::vector<double>{};
+      options_for<T> of(sp);
+      Mat<T> z(37, 4);
+      for (Index n = 0; n < 37; ++n) {
+        for (Index c = 0; c < 4; ++c) z(n, c) = row[static_cast<size_t>((c + n) % 4)];
+      }
+      std::vector<std::int64_t> y(37);
+      for (Index n = 0; n < 37; ++n) z.row(n).maxCoeff(&y[static_cast<size_t>(n)]);
+      const ref_result ref = ref_index(z.template cast<long double>(), y, sp);
+      ASSERT_TRUE(std::isfinite(ref.loss));
+      const Vec<T> per = smax::cross_entropy_per_sample(z, y, smax::rowwise, of.o);
+      const Mat<T> zt = z.transpose();  // samples side by side: the panels
+      const Vec<T> per_t = smax::cross_entropy_per_sample(zt, y, smax::colwise, of.o);
+      for (Index n = 0; n < 37; ++n) {
+        const long double r = ref.per_sample[static_cast<size_t>(n)];
+        EXPECT_TRUE(close(per(n), r, tol<T>::rel * 16)) << n << ": " << per(n) << " vs " << r;
+        EXPECT_TRUE(close(per_t(n), r, tol<T>::rel * 16)) << n << ": " << per_t(n) << " vs " << r;
+      }
+      EXPECT_TRUE(
+          close(smax::cross_entropy(z, y, smax::rowwise, of.o), ref.loss, tol<T>::rel * 16));
+    }
+  }
+}
+
+// A heavy class weight makes A p_c a normal number where p_c itself is below the subnormal
+// range: float exp(-104) = 6.8e-46 times 3e8 is 2.0e-37 (double: exp(-750) times 1e20).
+// The gradient was 0 at T = 1 (found by fuzz_cross_entropy); the exponentials are now
+// scaled by 2^K there too. Rows and a column-major batch (panels).
+TYPED_TEST(CrossEntropy, HeavyWeightsKeepGradientsOfUnderflowedProbabilities) {
+  using T = TypeParam;
+  const bool is_float = std::is_same_v<T, float>;
+  spec sp;
+  sp.red = smax::reduction::sum;
+  sp.w = {is_float ? 3e8 : 1e20, is_float ? 3e8 : 1e20};
+  for (const double temperature : {1.0, 2.0}) {
+    sp.T = temperature;
+    options_for<T> of(sp);
+    Mat<T> z(37, 2);
+    for (Index n = 0; n < 37; ++n) {
+      z(n, 0) = T(0.25) * static_cast<T>(n % 3);
+      z(n, 1) = static_cast<T>(temperature) * (is_float ? T(-104) : T(-750));
+    }
+    const std::vector<std::int64_t> y(37, 0);
+    const ref_result ref = ref_index(z.template cast<long double>(), y, sp);
+    ASSERT_GT(std::fabs(ref.grad(0, 1)), static_cast<long double>(std::numeric_limits<T>::min()));
+    const Mat<T> g = smax::cross_entropy_with_grad(z, y, smax::rowwise, of.o).grad;
+    const Mat<T> zt = z.transpose();
+    const Mat<T> gt = smax::cross_entropy_with_grad(zt, y, smax::colwise, of.o).grad;
+    for (Index n = 0; n < 37; ++n) {
+      for (Index c = 0; c < 2; ++c) {
+        // Class 0: A (p_0 - 1) cancels (the documented scale is A / T); class 1: A p_1 / T
+        // relative to itself.
+        const double floor = c == 0 ? sp.w[0] / temperature : 0.0;
+        EXPECT_TRUE(close(g(n, c), ref.grad(n, c), tol<T>::rel * 16, floor)) << n << "," << c;
+        EXPECT_TRUE(close(gt(c, n), ref.grad(n, c), tol<T>::rel * 16, floor)) << n << "," << c;
+      }
+    }
+  }
+}
+
 // gscale / T overflows at a subnormal T (double: 1 / 4.9e-322), but (A p_c - a_c) / T can
 // be an ordinary number: with label smoothing eps = 1000 denorm_min and T = 100 denorm_min
 // the class the target does not name gets -eps / (2 T) = -5. It was -inf, and 0 * inf =

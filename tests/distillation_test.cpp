@@ -122,7 +122,8 @@ TYPED_TEST(Distillation, MatchesReferenceForEveryOption) {
 // T log p below T = 1.
 TYPED_TEST(Distillation, TinyTemperaturesAndHugeLogitsStayFinite) {
   using T = TypeParam;
-  const T huge = std::numeric_limits<T>::max() / 32;  // 1e37 (float), 5e306 (double)
+  const T max = std::numeric_limits<T>::max();
+  const T huge = max / 32;  // 1e37 (float), 5e306 (double)
   struct Case {
     T temperature;
     std::vector<T> s, t;
@@ -134,6 +135,13 @@ TYPED_TEST(Distillation, TinyTemperaturesAndHugeLogitsStayFinite) {
       {T(0.027), {huge, -huge, 0}, {-huge, huge, huge / 2}},
       {T(0.5), {huge, -huge, 0}, {-huge, huge, huge / 2}},
       {T(1e-30), {1, 2, T(2.5)}, {T(2.5), 2, 1}},
+      // Student logits spread over more than the type's range: x - max (1.25 MAX) overflows
+      // T although T^2 KL is finite (0.75 MAX T at T <= 1). It was +inf (found by
+      // fuzz_distillation: float, 3.4e38 against -1.5e31, T = 7e-4).
+      {T(7e-4), {max, -max / 4, 0}, {0, 0, 0}},
+      {T(0.5), {max, -max / 4, 0}, {1, 2, 3}},
+      {T(1), {max, -max / 4, 0, T(-7.5)}, {0, 0, 0, T(0.25)}},
+      {T(1), {max, -max / 4, -max / 4, -max / 4}, {0, 0, 0, 0}},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE("T=" + std::to_string(static_cast<double>(c.temperature)));
@@ -163,6 +171,24 @@ TYPED_TEST(Distillation, TinyTemperaturesAndHugeLogitsStayFinite) {
     const Vec<T> per = smax::distillation_loss_per_sample(s, t, smax::rowwise, o);
     EXPECT_EQ(per(0), r.loss);
   }
+}
+
+// The mean of 37 losses of about 0.37 MAX each: their sum passes double's range (the batch
+// total used to overflow to +inf), their mean does not.
+TYPED_TEST(Distillation, MeanOfHugeLossesStaysFinite) {
+  using T = TypeParam;
+  const T max = std::numeric_limits<T>::max();
+  Mat<T> s(37, 3), t(37, 3);
+  for (Index n = 0; n < 37; ++n) {
+    s.row(n) << max, -max / 4, T(n % 5);
+    t.row(n) << 0, T(0.125) * T(n % 3), 0;
+  }
+  const auto o = options<T>(0.5, smax::reduction::mean);
+  const ref_result ref =
+      ref_distill(s.template cast<long double>(), t.template cast<long double>(), 0.5L, true);
+  ASSERT_TRUE(std::isfinite(ref.loss));
+  ASSERT_GT(ref.loss * 37, static_cast<long double>(max));
+  EXPECT_TRUE(close(smax::distillation_loss(s, t, smax::rowwise, o), ref.loss, tol<T>::rel * 16));
 }
 
 TYPED_TEST(Distillation, GradientIsTTimesPMinusQ) {

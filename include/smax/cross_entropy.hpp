@@ -330,7 +330,7 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
   const auto sweep = [&](auto&& sample_loss, auto&& panel, A denom) -> T {
     const bool mean = o.reduction == ::smax::reduction::mean;
     const T red_scale = (reduced_mode && mean) ? static_cast<T>(A(1) / denom) : T(1);
-    pairwise_sum<A> total;
+    reduction_total<T> total;
     with_loss_input<Mode>(logits, grad, losses, [&](const auto& xx) {
       with_upstream<Mode>(upstream, grad, [&](const auto& up) {
         if constexpr (has_grad) resize_to(grad, logits.rows(), logits.cols());
@@ -401,7 +401,7 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
       });
     });
     if constexpr (reduced_mode) {
-      return static_cast<T>(mean ? total.total() / denom : total.total());
+      return static_cast<T>(mean ? total.mean(denom) : total.sum());
     } else {
       return T(0);
     }
@@ -509,7 +509,7 @@ typename D::Scalar nll_run(const char* fn, const Eigen::DenseBase<D>& log_probs,
     const A denom = check_indices<T>(fn, tv, n_classes, o.ignore_index, w);
     const bool mean = o.reduction == ::smax::reduction::mean;
     const T scale = (reduced_mode && mean) ? static_cast<T>(A(1) / denom) : T(1);
-    pairwise_sum<A> total;
+    reduction_total<T> total;
     // Only one entry per sample is read, before that sample's gradient row is written, so
     // an exact alias of log_probs and grad is safe.
     with_loss_input<Mode>(log_probs, grad, losses, [&](const auto& lp) {
@@ -545,7 +545,7 @@ typename D::Scalar nll_run(const char* fn, const Eigen::DenseBase<D>& log_probs,
       }
     });
     if constexpr (reduced_mode) {
-      result = static_cast<T>(mean ? total.total() / denom : total.total());
+      result = static_cast<T>(mean ? total.mean(denom) : total.sum());
     }
   });
   return result;

@@ -96,7 +96,7 @@ typename D::Scalar kl_run(const char* fn, const Eigen::DenseBase<D>& student,
 
   const bool mean = o.reduction == ::smax::reduction::mean;
   const T red_scale = (reduced_mode && mean) ? static_cast<T>(A(1) / A(n_samples)) : T(1);
-  pairwise_sum<A> total;
+  reduction_total<T> total;
   with_loss_input<Mode>(student, grad, losses, [&](const auto& ss) {
     with_loss_input<Mode>(teacher, grad, losses, [&](const auto& tt) {
       with_upstream<Mode>(upstream, grad, [&](const auto& up) {
@@ -123,7 +123,7 @@ typename D::Scalar kl_run(const char* fn, const Eigen::DenseBase<D>& student,
     });
   });
   if constexpr (reduced_mode) {
-    return static_cast<T>(mean ? total.total() / A(n_samples) : total.total());
+    return static_cast<T>(mean ? total.mean(A(n_samples)) : total.sum());
   } else {
     return T(0);
   }

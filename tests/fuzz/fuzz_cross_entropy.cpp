@@ -37,7 +37,7 @@ struct setup {
 template <typename T>
 ld ce_reference(const std::vector<T>& x, std::int64_t y, T eps_s, const std::vector<T>* w, T t,
                 std::vector<ld>& grad, std::vector<ld>& amp, std::vector<ld>& gscale,
-                ld& loss_scale, const std::vector<T>* q) {
+                std::vector<ld>& gsub, ld& loss_scale, ld& sub_scale, const std::vector<T>* q) {
   const std::size_t c_n = x.size();
   const reference r = reference_of(x, t);
   grad.assign(c_n, 0);
@@ -62,13 +62,26 @@ ld ce_reference(const std::vector<T>& x, std::int64_t y, T eps_s, const std::vec
   gscale.assign(c_n, 0);
   ld abs_a = 0;
   loss_scale = 0;
+  sub_scale = 0;
   for (std::size_t c = 0; c < c_n; ++c) {
     abs_a += std::fabs(a[c]);
     if (a[c] != 0) {
-      loss_scale += std::fabs(a[c]) * (std::fabs(r.logp[c]) + std::fabs(r.d[c]) + 1);
+      const ld factor = std::fabs(r.logp[c]) + std::fabs(r.d[c]) + 1;
+      loss_scale += std::fabs(a[c]) * factor;
+      // a_c = w_c ((1 - eps) q_c + eps / C) is formed in T: where it is subnormal each
+      // product rounds on the subnormal grid, an absolute error of up to denorm_min / 2
+      // that no relative bound covers (corpus/fuzz_cross_entropy/subnormal-target-coefficient:
+      // q_c = 7 denorm_min, loss 1.65e-321 against 1.67e-321).
+      sub_scale += (1 + wc(c)) * factor;
     }
   }
+  // The subnormal-grid error of each a_c (see sub_scale) enters the gradient through a_c
+  // and through A p_c.
+  ld w_total = 0;
+  for (std::size_t c = 0; c < c_n; ++c) w_total += 1 + wc(c);
+  gsub.assign(c_n, 0);
   for (std::size_t c = 0; c < c_n; ++c) {
+    gsub[c] = (1 + wc(c) + r.p[c] * w_total) / static_cast<ld>(t);
     // The size of the terms of (A p_c - a_c) / T before they cancel.
     gscale[c] = (abs_a * r.p[c] + std::fabs(a[c])) / static_cast<ld>(t);
     grad[c] = (big_a * r.p[c] - a[c]) / static_cast<ld>(t);
@@ -148,7 +161,7 @@ void run_with(bytes& in, const M& x, const Targets& targets, Axis axis,
   const auto rs = smax::cross_entropy_with_grad(x, targets, axis, sum_opt);
 
   // Values, sample by sample.
-  ld sum_ref = 0, denom = 0, total_scale = 0;
+  ld sum_ref = 0, denom = 0, total_scale = 0, total_sub = 0;
   bool any_nan = false, all_finite = true;
   for (Index n = 0; n < s.samples; ++n) {
     std::vector<T> row(static_cast<std::size_t>(s.classes));
@@ -173,10 +186,10 @@ void run_with(bytes& in, const M& x, const Targets& targets, Axis axis,
     }
     if (idx) denom += weights ? static_cast<ld>((*weights)[static_cast<std::size_t>(y)]) : 1.0L;
     if (!finite_row) continue;
-    std::vector<ld> gref, gamp, gsc;
-    ld loss_scale = 0;
+    std::vector<ld> gref, gamp, gsc, gsub;
+    ld loss_scale = 0, sub_scale = 0;
     const ld lref = ce_reference(row, y, opt.label_smoothing, weights, opt.temperature, gref, gamp,
-                                 gsc, loss_scale, probs ? &q : nullptr);
+                                 gsc, gsub, loss_scale, sub_scale, probs ? &q : nullptr);
     any_nan = any_nan || std::isnan(lref);
     sum_ref += lref;
     if (std::isnan(lref)) continue;
@@ -186,8 +199,10 @@ void run_with(bytes& in, const M& x, const Targets& targets, Axis axis,
       continue;
     }
     total_scale += loss_scale;
+    total_sub += sub_scale;
     SMAX_FUZZ_CHECK(l >= T(0) || probs != nullptr, "negative loss %g", double(l));
-    const ld ltol = (64 + 4 * static_cast<ld>(s.classes)) * eps<T> * loss_scale + tiny<T>;
+    const ld ltol =
+        (64 + 4 * static_cast<ld>(s.classes)) * eps<T> * loss_scale + tiny<T> * (1 + sub_scale);
     if (!close(l, lref, ltol)) {
       for (Index c = 0; c < s.classes; ++c) {
         std::fprintf(stderr, "  x[%ld] = %.9g%s", long(c), double(row[static_cast<size_t>(c)]),
@@ -206,7 +221,8 @@ void run_with(bytes& in, const M& x, const Targets& targets, Axis axis,
       const ld gtol = ((64 + 4 * static_cast<ld>(s.classes)) * gsc[static_cast<std::size_t>(c)] +
                        4 * gamp[static_cast<std::size_t>(c)] / static_cast<ld>(opt.temperature)) *
                           eps<T> +
-                      16 * tiny<T> / std::min<ld>(static_cast<ld>(opt.temperature), 1);
+                      16 * tiny<T> / std::min<ld>(static_cast<ld>(opt.temperature), 1) +
+                      tiny<T> * gsub[static_cast<std::size_t>(c)];
       if (gtol > static_cast<ld>(std::numeric_limits<T>::max()) / 4) continue;
       SMAX_FUZZ_CHECK(close(g, gr, gtol),
                       "%s sample %ld class %ld: gradient %.17Lg, reference %.17Lg (tol %Lg, T %Lg, "
@@ -220,8 +236,8 @@ void run_with(bytes& in, const M& x, const Targets& targets, Axis axis,
     }
   }
   if (all_finite && !any_nan && s.samples > 0) {
-    const ld tol =
-        (64 + 4 * static_cast<ld>(s.classes + s.samples)) * eps<T> * total_scale + tiny<T>;
+    const ld tol = (64 + 4 * static_cast<ld>(s.classes + s.samples)) * eps<T> * total_scale +
+                   tiny<T> * (1 + total_sub);
     SMAX_FUZZ_CHECK(close(rs.loss, sum_ref, tol), "sum reduction %.9Lg, sum of references %.9Lg",
                     static_cast<ld>(rs.loss), sum_ref);
     (void)denom;

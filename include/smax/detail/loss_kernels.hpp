@@ -294,6 +294,36 @@ acc_t<T> check_indices(const char* function, const index_view<I>& t, Index class
 // ---------------------------------------------------------------------------------------
 // Small helpers
 
+/// The batch total of the per-sample losses (in acc_t<T>) and its mean, which does not
+/// overflow on the way: in double the sum of finite losses can pass the range although
+/// their mean is finite (37 losses of 0.05 MAX). A copy scaled by 2^-64 (exact down to
+/// 2^64 denorm_min, all that counts once the plain sum overflowed) gives the mean then;
+/// otherwise the plain sum does, so the usual results keep their bits. float sums in
+/// double, which no batch overflows: no copy.
+template <typename T>
+class reduction_total {
+  using A = acc_t<T>;
+
+ public:
+  void add(A loss) {
+    plain_.add(loss);
+    if constexpr (exact_normalise<T>) scaled_.add(loss * std::ldexp(A(1), -64));
+  }
+  A sum() const { return plain_.total(); }
+  A mean(A denominator) const {
+    const A s = plain_.total();
+    if constexpr (exact_normalise<T>) {
+      if (!is_finite(s) && !is_nan(s) && is_finite(scaled_.total())) {
+        return scaled_.total() / denominator * std::ldexp(A(1), 64);
+      }
+    }
+    return s / denominator;
+  }
+
+ private:
+  pairwise_sum<A> plain_, scaled_;
+};
+
 /// Sum of term(i) for i in [0, n), in blocks added pairwise (accurate for long rows).
 template <typename A, typename F>
 A blocked_sum(Index n, F&& term) {
@@ -615,36 +645,51 @@ struct probability_model {
 /// rounded on the subnormal grid and then multiplied by about A / T would carry an error of
 /// up to A denorm_min / T (hundreds of ULP of a normal result); stored as e_c 2^K with
 /// 2^K >= 2 |A| / T it is rounded once, after the scaling, wherever the result is normal.
-/// K = 0 from T = 1 up (the usual path, unchanged), and at most what keeps n 2^K finite. It
-/// depends on A and T only, so the loss-only and gradient forms sum the same values.
+/// From T = 1 up the same holds for large coefficients (class weights of 3e8: a float
+/// e_c = exp(-104) = 0 against a gradient of 2e-37; corpus/fuzz_cross_entropy/heavy-weight-
+/// underflowed-probability), so there K > 0 from A / T >= 8 on: K = 0 leaves A / T < 16,
+/// an error under 8 denorm_min, and the usual path (A = 1) unchanged. K is at most what keeps
+/// n 2^K finite. It depends on A and T only, so the loss-only and gradient forms sum the
+/// same values.
 template <typename T>
 int gradient_exp_scale(acc_t<T> a_sum, T temperature, Index n) {
-  if (!(temperature < T(1)) || !is_finite(a_sum) || a_sum == acc_t<T>(0)) return 0;
+  if (!is_finite(a_sum) || a_sum == acc_t<T>(0)) return 0;
   int bits = 0;
   for (Index m = n; m > 0; m >>= 1) ++bits;
   const int k_max = std::numeric_limits<T>::max_exponent - 2 - bits;
-  const int k = exponent_of(a_sum) - exponent_of(temperature) + 2;
+  const int k = exponent_of(a_sum) - exponent_of(temperature) + (temperature < T(1) ? 2 : -3);
   return std::clamp(k, 0, k_max);
 }
 
-/// sum_c a_c (max - x_c) / T term by term, for a T so small that some (max - x_c) / T
-/// overflowed T: each term as a_c ((max - x_c) / T) where that quotient is finite, else as
-/// (a_c / T) (max - x_c), else a_c (max - x_c) / T. Dividing the coefficient first keeps a
-/// subnormal a_c exact (a_c / T is normal), where a_c (max - x_c) would round it on the
-/// subnormal grid (fuzz input corpus/fuzz_cross_entropy/subnormal-coefficient-unscaled-
-/// linear: a_c = -1.1e-321, T = 5.4e-323, loss off by 1.1e-4 relative).
+/// sum_c a_c (max - x_c) / T term by term, when the vectorised linear term overflowed
+/// although a small a_c (smoothing, a small weight, a subnormal target) may bring each
+/// product back into range: a tiny T, or logits spread wider than T's range (x_c - max, or
+/// the block sums of w_c (max - x_c), overflow T). Each term as a_c ((max - x_c) / T) where
+/// that quotient is finite, else as (a_c / T) (max - x_c), else a_c (max - x_c) / T.
+/// Dividing the coefficient first keeps a subnormal a_c exact (a_c / T is normal), where
+/// a_c (max - x_c) would round it on the subnormal grid (fuzz input corpus/fuzz_cross_
+/// entropy/subnormal-coefficient-unscaled-linear: a_c = -1.1e-321, T = 5.4e-323, loss off
+/// by 1.1e-4 relative). max - x_c itself is taken in halves where it overflows.
 template <typename T, typename Model>
 acc_t<T> unscaled_linear(const T* x, Index xs, Index n, T max, T temperature, const Model& model) {
   using A = acc_t<T>;
   const A t = static_cast<A>(temperature);
   return blocked_sum<A>(n, [&](Index c) -> A {
     const A a = static_cast<A>(model.coef(c));
-    if (a == A(0)) return A(0);                   // 0 even against max - x_c = +inf
-    const A d = static_cast<A>(max - x[c * xs]);  // the rounding of the shift's x_c - max
+    if (a == A(0)) return A(0);  // 0 even against max - x_c = +inf
+    const T xc = x[c * xs];
+    A d = static_cast<A>(max - xc);  // the rounding of the shift's x_c - max
+    A twice(1);
+    if (!is_finite(d) && is_finite(xc)) {
+      // Two finite values further apart than T's range (MAX and -MAX / 4: the test
+      // CrossEntropy.LogitsSpreadBeyondTheRangeGiveAFiniteLoss).
+      d = static_cast<A>(max) / 2 - static_cast<A>(xc) / 2;
+      twice = A(2);
+    }
     const A q = d / t;
-    if (is_finite(q)) return a * q;
+    if (is_finite(q)) return twice * (a * q);
     const A r = a / t;
-    return is_finite(r) ? r * d : a * d / t;
+    return twice * (is_finite(r) ? r * d : a * d / t);
   });
 }
 
@@ -709,9 +754,9 @@ acc_t<T> ce_sample(const T* x, Index xs, Index n, T temperature, const Model& mo
   shift<T> sh(m, temperature);
   sh.set_min(lo);
   ce_totals<T> tot = model.totals(x, xs, n, sh);
-  if (temperature < T(1) && !is_finite(tot.linear)) {
-    // (max - x_c) / T overflowed T (a tiny T) although a small a_c (smoothing, a small
-    // weight, a subnormal target) may bring the product back into range.
+  if (!is_finite(tot.linear)) {
+    // A term or a block sum overflowed (a tiny T, or logits spread over T's whole range):
+    // term by term (+inf again where the loss is +inf: a_c > 0 on an x_c = -inf).
     tot.linear = unscaled_linear(x, xs, n, m, temperature, model);
   }
   // The exponentials are e_c 2^K (exactly; K = 0 from T = 1 up), and so is their sum.
@@ -878,12 +923,12 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
       if (!is_finite(linear[i])) return false;
     }
 
-    // Pass 2: exp(s) 2^K into g (K per sample, as ce_sample picks it: 0 from T = 1 up), and
-    // its sums.
+    // Pass 2: exp(s) 2^K into g (K per sample, as ce_sample picks it: 0 from T = 1 up
+    // unless the coefficients are large), and its sums.
     const A a_smooth = static_cast<A>(pp.smooth) * pp.w_sum;
     int scale[W] = {};
     bool scaled = false, uniform = true;
-    if (pp.temperature < T(1)) {
+    {
       // Without weights every sample has the same A, hence the same K (the ignored ones
       // whatever K: their rows become 0): computed once, it costs nothing on short rows.
       Index first = -1;
@@ -1036,8 +1081,23 @@ struct log_softmax_state {
   enum class kind { finite, one_hot, undefined };
   kind k = kind::undefined;
   shift<T> sh{T(0), T(1)};
+  T max = T(0);
+  T temperature = T(1);
   T log_s = T(0);
   Index hot = -1;
+
+  /// log p_c / 4 in acc_t<T> (T log p_c / 4 when scaled), finite wherever log p_c is,
+  /// including where T's own log p_c overflowed: x_c - max of two finite values can
+  /// exceed T's range.
+  acc_t<T> quarter_log_p(T x, Index c, bool scaled) const {
+    using A = acc_t<T>;
+    if (k == kind::one_hot) return c == hot ? A(0) : -std::numeric_limits<A>::infinity();
+    const A d = static_cast<A>(x) / 4 - static_cast<A>(max) / 4;
+    const A t = static_cast<A>(temperature);
+    const A ls = static_cast<A>(log_s) / 4;
+    if (scaled) return d - t * ls;
+    return (temperature == T(1) ? d : d / t) - ls;
+  }
 
   /// out[i] = log p_{c0 + i} for the len entries x[0], x[xs], ... of classes c0, c0 + 1, ...
   /// Scaled (only for T <= 1): T log p_{c0 + i} = (x - max) - T log s, which stays finite
@@ -1086,6 +1146,8 @@ log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T tem
   }
   st.sh = shift<T>(m, temperature);
   st.sh.set_min(lo);
+  st.max = m;
+  st.temperature = temperature;
   compensated_sum<acc_t<T>> acc;
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, st.sh, acc);
   st.log_s = static_cast<T>(std::log(acc.total()));
@@ -1116,7 +1178,7 @@ acc_t<T> kl_sample(const T* s, Index ss, const T* t, Index ts, Index n, T temper
     return static_cast<A>(nan);
   }
   const bool scaled = temperature < T(1);
-  pairwise_sum<A> total;
+  pairwise_sum<A> total, quarters;  // quarters: chunks that overflowed T, a quarter of each
   alignas(64) T lp[gather_size];
   alignas(64) T lq[gather_size];
   alignas(64) T p[gather_size];
@@ -1136,7 +1198,23 @@ acc_t<T> kl_sample(const T* s, Index ss, const T* t, Index ts, Index n, T temper
       exp_n(lq, q, len);
     }
     // Chunk sums in T, chunks combined in A (the terms carry their own rounding anyway).
-    total.add(static_cast<A>(block_sum(qm.binaryExpr(lqm - lpm, zero_safe_product_op<T>()))));
+    const T chunk = block_sum(qm.binaryExpr(lqm - lpm, zero_safe_product_op<T>()));
+    if (is_finite(chunk)) {
+      total.add(static_cast<A>(chunk));
+    } else {
+      // A term or the sum overflowed T although the loss may be finite (a float student
+      // of 3.4e38 against -1.5e31 at T = 7e-4: x - max overflows, the loss is 2.1e35;
+      // corpus/fuzz_distillation/overflowed-chunk-sum): a quarter of each term in A, from
+      // the logits (+inf again where some q_c > 0 meets p_c = 0).
+      A part(0);
+      for (Index i = 0; i < len; ++i) {
+        if (q[i] == T(0)) continue;
+        const Index c = i0 + i;
+        part += static_cast<A>(q[i]) *
+                (tq.quarter_log_p(t[c * ts], c, scaled) - sp.quarter_log_p(s[c * ss], c, scaled));
+      }
+      quarters.add(part);
+    }
     if (g != nullptr) {
       if (scaled) {
         sp.write_log_p(s + i0 * ss, ss, len, i0, p);
@@ -1149,7 +1227,9 @@ acc_t<T> kl_sample(const T* s, Index ss, const T* t, Index ts, Index n, T temper
     }
   }
   const A tt = static_cast<A>(temperature);
-  return scaled ? tt * total.total() : tt * tt * total.total();
+  const A factor = scaled ? tt : tt * tt;
+  const A q4 = quarters.total();
+  return q4 == A(0) ? factor * total.total() : factor * total.total() + 4 * (factor * q4);
 }
 
 // ---------------------------------------------------------------------------------------
