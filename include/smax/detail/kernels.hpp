@@ -2198,12 +2198,6 @@ void dot_compensated(const double* a, const double* b, Index n, Acc& acc) {
     namespace ei = Eigen::internal;
     using Packet = typename ei::packet_traits<double>::type;
     constexpr Index ps = ei::unpacket_traits<Packet>::size;
-    const auto two_sum = [](Packet& h, Packet& l, const Packet& v) {
-      const Packet t = ei::padd(h, v);
-      const Packet bv = ei::psub(t, h);
-      l = ei::padd(l, ei::padd(ei::psub(h, ei::psub(t, bv)), ei::psub(v, bv)));
-      h = t;
-    };
     const auto load = [&](Index k) {
       const Packet va = ei::ploadu<Packet>(a + k);
       return b == nullptr ? va : ei::pmul(va, ei::ploadu<Packet>(b + k));
@@ -2260,10 +2254,13 @@ acc_t<T> dot_blocks(const T* a, Index as, const T* b, Index bs, Index n) {
 }
 
 /// dot_blocks for short contiguous rows, in scalar loops: dot_compensated's setup costs more
-/// than such a row.
+/// than such a row. Float products from 16 entries on take wide_dot (dot_blocks' own sum of
+/// such a row): 4096 rows of 16 / 32 entries, softmax_backward 1.6x / 2.2x. The sums of
+/// dy alone stay in order, as backward_short_rows' lanes sum them.
 template <typename T>
 acc_t<T> short_dot(const T* a, const T* b, Index n) {
   if constexpr (!exact_normalise<T>) {
+    if (b != nullptr && n >= 16) return wide_dot(a, b, n);
     acc_t<T> s(0);
     for (Index i = 0; i < n; ++i) {
       s += static_cast<acc_t<T>>(a[i]) * (b == nullptr ? acc_t<T>(1) : static_cast<acc_t<T>>(b[i]));
