@@ -556,6 +556,25 @@ TYPED_TEST(CrossEntropy, HeavyWeightsKeepGradientsOfUnderflowedProbabilities) {
   }
 }
 
+// A zero probability target under the largest finite weight has coefficient 0, so its
+// gradient is A p_c / T (0 here, where A = 0). The gradient was NaN below T = 1: the
+// weight was multiplied by 1 / T before the target (found by fuzz_cross_entropy).
+TYPED_TEST(CrossEntropy, ZeroTargetUnderHugeWeightHasNoNaNGradient) {
+  using T = TypeParam;
+  smax::cross_entropy_options<T> o;
+  o.temperature = T(0.001);
+  o.reduction = smax::reduction::sum;
+  Vec<T> w(2);
+  w << 0, std::numeric_limits<T>::max();
+  o.weight = w;
+  Mat<T> z(3, 2), q(3, 2);
+  z << T(-7.625), T(-8), T(1), T(2), T(0.5), T(-0.5);
+  q << T(0.5), T(0), T(1), T(0), T(0.25), T(0);
+  const auto r = smax::cross_entropy_with_grad(z, q, smax::rowwise, o);
+  EXPECT_EQ(r.loss, T(0));
+  for (Index i = 0; i < r.grad.size(); ++i) EXPECT_EQ(r.grad(i), T(0)) << i;
+}
+
 // gscale / T overflows at a subnormal T (double: 1 / 4.9e-322), but (A p_c - a_c) / T can
 // be an ordinary number: with label smoothing eps = 1000 denorm_min and T = 100 denorm_min
 // the class the target does not name gets -eps / (2 T) = -5. It was -inf, and 0 * inf =

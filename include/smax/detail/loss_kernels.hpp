@@ -633,7 +633,9 @@ struct probability_model {
           gm = k1 * gm - k2 * (keep * qm + smooth);
         } else {
           with_map(w.data, n, w.stride,
-                   [&](const auto& wm) { gm = k1 * gm - k2 * wm * (keep * qm + smooth); });
+                   // a_c first, as coef(): k2 w_c may overflow where a_c = 0 (a zero
+                   // target under a huge weight), and inf * 0 is NaN.
+                   [&](const auto& wm) { gm = k1 * gm - k2 * (wm * (keep * qm + smooth)); });
         }
       });
     });
