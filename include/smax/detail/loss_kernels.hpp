@@ -296,32 +296,37 @@ acc_t<T> check_indices(const char* function, const index_view<I>& t, Index class
 
 /// The batch total of the per-sample losses (in acc_t<T>) and its mean, which does not
 /// overflow on the way: in double the sum of finite losses can pass the range although
-/// their mean is finite (37 losses of 0.05 MAX). A copy scaled by 2^-64 (exact down to
-/// 2^64 denorm_min, all that counts once the plain sum overflowed) gives the mean then;
-/// otherwise the plain sum does, so the usual results keep their bits. float sums in
-/// double, which no batch overflows: no copy.
+/// their mean is finite (37 losses of 0.05 MAX). From the first loss of 2^960 or more on,
+/// the sum holds everything scaled by 2^-64 (exact for what counts next to such a loss), so
+/// the mean comes out finite; below that (any usual batch) nothing changes, at the cost of
+/// one comparison per sample. float sums in double, which no batch overflows.
 template <typename T>
 class reduction_total {
   using A = acc_t<T>;
+  static constexpr A up = A(18446744073709551616.0);  // 2^64
+  static constexpr A down = A(1) / up;
+  static constexpr A huge = std::numeric_limits<A>::max() * down;
 
  public:
   void add(A loss) {
-    plain_.add(loss);
-    if constexpr (exact_normalise<T>) scaled_.add(loss * std::ldexp(A(1), -64));
-  }
-  A sum() const { return plain_.total(); }
-  A mean(A denominator) const {
-    const A s = plain_.total();
     if constexpr (exact_normalise<T>) {
-      if (!is_finite(s) && !is_nan(s) && is_finite(scaled_.total())) {
-        return scaled_.total() / denominator * std::ldexp(A(1), 64);
+      if (!scaled_ && std::fabs(loss) >= huge) {
+        sum_.scale(down);
+        scaled_ = true;
       }
+      sum_.add(scaled_ ? loss * down : loss);
+    } else {
+      sum_.add(loss);
     }
-    return s / denominator;
+  }
+  A sum() const { return scaled_ ? sum_.total() * up : sum_.total(); }
+  A mean(A denominator) const {
+    return scaled_ ? sum_.total() / denominator * up : sum_.total() / denominator;
   }
 
  private:
-  pairwise_sum<A> plain_, scaled_;
+  pairwise_sum<A> sum_;
+  bool scaled_ = false;
 };
 
 /// Sum of term(i) for i in [0, n), in blocks added pairwise (accurate for long rows).
