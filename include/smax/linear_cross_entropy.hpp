@@ -561,10 +561,10 @@ T run_views(const gemm_context<T, HM, WM>& g, const IV& tv, const cross_entropy_
     for (Index c = 0; c < len; ++c) acc[c] += static_cast<A>(gcol[c]);
   };
 
-  pairwise_sum<A> total;
+  loss::reduction_total<T> total;
   if (n == 0 || v == 0) {
     // No logits: every sample is ignored (the targets were checked), each adds 0.
-    return static_cast<T>(mean ? total.total() / denom : total.total());
+    return static_cast<T>(mean ? total.mean(denom) : total.sum());
   }
   const bool one_pass = p.classes >= v;
   Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic> tile(p.classes, p.rows);
@@ -667,7 +667,7 @@ T run_views(const gemm_context<T, HM, WM>& g, const IV& tv, const cross_entropy_
       if constexpr (grads) backward(r0, rb, c0, cb);
     }
   }
-  return static_cast<T>(mean ? total.total() / denom : total.total());
+  return static_cast<T>(mean ? total.mean(denom) : total.sum());
 }
 
 /// Checks every argument, then sizes the outputs and runs. Returns the reduced loss.

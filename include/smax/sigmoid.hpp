@@ -163,7 +163,7 @@ typename D::Scalar bce_loss_run(const char* fn, const Eigen::DenseBase<D>& x,
   const bool mean = o.reduction == ::smax::reduction::mean;
   const A count = static_cast<A>(n_samples) * static_cast<A>(n_classes);
   const T red_scale = (reduced_mode && mean) ? static_cast<T>(A(1) / count) : T(1);
-  pairwise_sum<A> total;
+  reduction_total<T> total;
   // Every element of every input is read before the same element of an output is written,
   // so exact aliases are safe: with_readable copies only partial overlaps.
   const auto body = [&](const auto& xx, const auto& yy, const auto& uu) {
@@ -208,7 +208,7 @@ typename D::Scalar bce_loss_run(const char* fn, const Eigen::DenseBase<D>& x,
     });
   }
   if constexpr (reduced_mode) {
-    return static_cast<T>(mean ? total.total() / count : total.total());
+    return static_cast<T>(mean ? total.mean(count) : total.sum());
   } else {
     return T(0);
   }

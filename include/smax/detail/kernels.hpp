@@ -114,7 +114,8 @@ class compensated_sum {
 };
 
 /// h + v as h' + (l' - l) without error (Knuth's TwoSum, any magnitudes): compensated_sum's
-/// add on packets, lane by lane the same operations, so the same bits.
+/// add on packets, lane by lane the same operations, so the same bits (and, unlike it,
+/// kept under -ffast-math).
 template <typename Packet>
 EIGEN_ALWAYS_INLINE void two_sum(Packet& h, Packet& l, const Packet& v) {
   namespace ei = Eigen::internal;

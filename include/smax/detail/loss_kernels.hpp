@@ -935,26 +935,24 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
     const A a_smooth = static_cast<A>(pp.smooth) * pp.w_sum;
     int scale[W] = {};
     bool scaled = false, uniform = true;
-    {
-      // Without weights every sample has the same A, hence the same K (the ignored ones
-      // whatever K: their rows become 0): computed once, it costs nothing on short rows.
-      Index first = -1;
+    // Without weights every sample has the same A, hence the same K (the ignored ones
+    // whatever K: their rows become 0): computed once, it costs nothing on short rows.
+    Index first = -1;
+    for (Index i = 0; i < W; ++i) {
+      if (ignored[i]) continue;
+      if (first < 0) first = i;
+      uniform = uniform && hot[i] == hot[first];
+    }
+    if (uniform) {
+      const int k = first < 0 ? 0
+                              : gradient_exp_scale<T>(static_cast<A>(hot[first]) + a_smooth,
+                                                      pp.temperature, n);
+      for (Index i = 0; i < W; ++i) scale[i] = k;
+      scaled = k != 0;
+    } else {
       for (Index i = 0; i < W; ++i) {
-        if (ignored[i]) continue;
-        if (first < 0) first = i;
-        uniform = uniform && hot[i] == hot[first];
-      }
-      if (uniform) {
-        const int k = first < 0 ? 0
-                                : gradient_exp_scale<T>(static_cast<A>(hot[first]) + a_smooth,
-                                                        pp.temperature, n);
-        for (Index i = 0; i < W; ++i) scale[i] = k;
-        scaled = k != 0;
-      } else {
-        for (Index i = 0; i < W; ++i) {
-          scale[i] = gradient_exp_scale<T>(static_cast<A>(hot[i]) + a_smooth, pp.temperature, n);
-          scaled = scaled || scale[i] != 0;
-        }
+        scale[i] = gradient_exp_scale<T>(static_cast<A>(hot[i]) + a_smooth, pp.temperature, n);
+        scaled = scaled || scale[i] != 0;
       }
     }
     // The exponential sums as in ce_sample: each lane seeded with its 2^K (every e <= 2^K)
@@ -1088,8 +1086,6 @@ struct log_softmax_state {
   enum class kind { finite, one_hot, undefined };
   kind k = kind::undefined;
   shift<T> sh{T(0), T(1)};
-  T max = T(0);
-  T temperature = T(1);
   T log_s = T(0);
   Index hot = -1;
 
@@ -1099,11 +1095,13 @@ struct log_softmax_state {
   acc_t<T> quarter_log_p(T x, Index c, bool scaled) const {
     using A = acc_t<T>;
     if (k == kind::one_hot) return c == hot ? A(0) : -std::numeric_limits<A>::infinity();
-    const A d = static_cast<A>(x) / 4 - static_cast<A>(max) / 4;
-    const A t = static_cast<A>(temperature);
+    // The shift's max and T back: hmax = half max, hT = half T, half 1 or 0.5.
+    const A half = static_cast<A>(sh.half);
+    const A d = static_cast<A>(x) / 4 - static_cast<A>(sh.hmax) / half / 4;
+    const A t = static_cast<A>(sh.hT) / half;
     const A ls = static_cast<A>(log_s) / 4;
     if (scaled) return d - t * ls;
-    return (temperature == T(1) ? d : d / t) - ls;
+    return (sh.divide ? d / t : d) - ls;
   }
 
   /// out[i] = log p_{c0 + i} for the len entries x[0], x[xs], ... of classes c0, c0 + 1, ...
@@ -1153,8 +1151,6 @@ log_softmax_state<T> make_log_softmax_state(const T* x, Index xs, Index n, T tem
   }
   st.sh = shift<T>(m, temperature);
   st.sh.set_min(lo);
-  st.max = m;
-  st.temperature = temperature;
   compensated_sum<acc_t<T>> acc;
   exp_sum<false>(x, xs, static_cast<T*>(nullptr), 1, n, st.sh, acc);
   st.log_s = static_cast<T>(std::log(acc.total()));
