@@ -815,8 +815,11 @@ TYPED_TEST(SoftmaxBatchLimits, NonFiniteRowsInLaneBlocksGetThePolicyResult) {
 TYPED_TEST(SoftmaxBatchLimits, FiniteRowsDoNotDependOnTheirNeighbours) {
   using T = TypeParam;
   // The same finite rows alone and in lane blocks (70 rows: two full, one partial) whose
-  // other rows are -inf, +inf or NaN: bit for bit the same results.
-  for (Index cols : {3, 10, 17, 40, 200}) {
+  // other rows are -inf, +inf or NaN: bit for bit the same results. Column-major rows
+  // longer than a lane tile run in panels, which take their maxima first up to 16 KiB rows
+  // and run the online normaliser beyond: 200 and 16 KiB + 3 entries cover both.
+  for (Index cols :
+       {Index(3), Index(10), Index(17), Index(40), Index(200), Index(16384 / sizeof(T)) + 3}) {
     for (int order = 0; order < 2; ++order) {
       const Mat<T> mixed = mixed_batch<T>(70, cols, 77 + static_cast<std::uint32_t>(cols));
       Mat<T> clean = mixed;
@@ -880,6 +883,20 @@ TYPED_TEST(SoftmaxBatchLimits, ColumnMajorPanelsAgreeAtAnySizeOffsetAndStride) {
       EXPECT_TRUE(softmax_within_bound(reference_for<T>(hi(row), t), y.row(r)))
           << "row " << r << ", T = " << t;
     }
+  }
+  // Softmax panels up to 4 MiB keep their exponentials for the output pass; a larger panel
+  // computes them again, with the same bits.
+  const Index wide = (Index(4) << 20) / (panel * Index(sizeof(T))) + 6;
+  const Mat<T> w = loss::random_matrix<T>(panel, wide, 92, -30, 30);
+  const Mat<T> wy = smax::softmax(w, smax::rowwise);
+  for (Index r0 : {Index(0), panel - 29}) {
+    EXPECT_TRUE(
+        bit_equal(wy.middleRows(r0, 29), smax::softmax(w.middleRows(r0, 29), smax::rowwise)))
+        << "4 MiB panel, rows from " << r0;
+  }
+  for (Index r : {Index(0), panel - 1}) {
+    const Vec<T> row = w.row(r).transpose();
+    EXPECT_TRUE(softmax_within_bound(reference_for<T>(hi(row)), wy.row(r))) << "row " << r;
   }
   // Maxima that grow after the first chunks of columns: the output pass's exponents reach
   // further down than the chunks' did, here below the exp's normal range (-2 span), where
