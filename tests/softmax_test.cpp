@@ -850,6 +850,50 @@ TYPED_TEST(SoftmaxBatchLimits, FiniteRowsDoNotDependOnTheirNeighbours) {
   }
 }
 
+TYPED_TEST(SoftmaxBatchLimits, FullyMaskedRowsInPanelsGiveThePolicyResult) {
+  using T = TypeParam;
+  // Rows entirely -inf (padded samples) among rows with some -inf entries (masks), in
+  // column-major panels: NaN for softmax and log_softmax, -inf for logsumexp, and the other
+  // rows bit for bit what they give without those neighbours, within the documented bound.
+  for (Index cols : {Index(200), Index(16384 / sizeof(T)) + 3}) {
+    Mat<T> z = loss::random_matrix<T>(70, cols, 93 + static_cast<unsigned>(cols), -20, 20);
+    std::mt19937 gen(7);
+    for (Index r = 0; r < z.rows(); ++r) {
+      for (Index c = 1; c < cols; ++c) {
+        if (r % 8 == 5 || gen() % 4 == 0) z(r, c) = -inf<T>;
+      }
+      if (r % 8 == 5) z(r, 0) = -inf<T>;
+    }
+    Mat<T> clean = z;
+    for (Index r = 5; r < z.rows(); r += 8) clean.row(r) = z.row(0);
+    for (T t : {T(1), T(0.7)}) {
+      const std::string what = std::to_string(cols) + " columns, T = " + show(t);
+      const Mat<T> y = smax::softmax(z, smax::rowwise, t),
+                   cy = smax::softmax(clean, smax::rowwise, t);
+      const Mat<T> ly = smax::log_softmax(z, smax::rowwise, t);
+      const Mat<T> cly = smax::log_softmax(clean, smax::rowwise, t);
+      const Vec<T> lse = smax::logsumexp(z, smax::rowwise);
+      const Vec<T> clse = smax::logsumexp(clean, smax::rowwise);
+      for (Index r = 0; r < z.rows(); ++r) {
+        if (r % 8 == 5) {
+          EXPECT_TRUE(y.row(r).array().isNaN().all()) << what << ", row " << r;
+          EXPECT_TRUE(ly.row(r).array().isNaN().all()) << what << ", row " << r;
+          EXPECT_EQ(lse(r), -inf<T>) << what << ", row " << r;
+          continue;
+        }
+        EXPECT_TRUE(bit_equal(cy.row(r), y.row(r))) << what << ", row " << r;
+        EXPECT_TRUE(bit_equal(cly.row(r), ly.row(r))) << what << ", row " << r;
+        EXPECT_TRUE(bit_equal(clse.segment(r, 1), lse.segment(r, 1))) << what << ", row " << r;
+        if (r % 16 == 0) {
+          const Vec<T> row = z.row(r).transpose();
+          EXPECT_TRUE(softmax_within_bound(reference_for<T>(hi(row), t), y.row(r)))
+              << what << ", row " << r;
+        }
+      }
+    }
+  }
+}
+
 TYPED_TEST(SoftmaxBatchLimits, ColumnMajorPanelsAgreeAtAnySizeOffsetAndStride) {
   using T = TypeParam;
   // Rows of a column-major matrix longer than a lane tile run side by side in panels of up

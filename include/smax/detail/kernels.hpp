@@ -1772,7 +1772,7 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
 /// does; the same arithmetic as logsumexp_lanes and (up to panel_max_first entries)
 /// forward_lanes_online, so a lane's result does not depend on its neighbours taking those
 /// kernels. With Store the exponentials go to y (column k of lane j at y[j + k * yk], which
-/// may be x). Returns false, having written nothing, where some lane's maximum is not finite.
+/// may be x). Returns false, having written nothing, where some lane's maximum is +inf or NaN.
 template <bool Divide, bool Store, typename T>
 bool panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh,
                    panel_state<T>& st, T* y = nullptr, Index yk = 0) {
@@ -1811,7 +1811,14 @@ bool panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh
     }
   }
   for (Index j = 0; j < nb; ++j) {
-    if (!is_finite(st.m[j])) return false;
+    // A lane of -inf (a fully masked row) shifts by 0, as forward_lanes_online's does: its
+    // sum is 0 and its results those of forward_one (NaN; logsumexp 0 + log(0) = -inf),
+    // and its neighbours keep the panel.
+    if (is_neg_inf(st.m[j])) {
+      st.m[j] = T(0);
+    } else if (!is_finite(st.m[j])) {
+      return false;
+    }
   }
   st.normal = true;
   const Packet inf = ei::pset1<Packet>(std::numeric_limits<T>::infinity());
@@ -1914,7 +1921,8 @@ inline constexpr Index panel_store_bytes = Index(4) << 20;
 /// entries: the maxima, then the exp-sum pass (storing softmax's exponentials in y when the
 /// panel is at most panel_store_bytes), then the output pass; longer: the online
 /// normaliser, then an output pass computing the exponentials again. Returns false, having
-/// written nothing, where some lane's maximum is not finite.
+/// written nothing, where some lane's maximum is +inf or NaN (or, past panel_max_first
+/// entries, -inf).
 template <forward_op Op, bool Divide, typename T>
 bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature) {
   namespace ei = Eigen::internal;
