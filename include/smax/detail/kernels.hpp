@@ -1910,9 +1910,8 @@ EIGEN_ALWAYS_INLINE void panel_write(const T* x, Index xk, T* y, Index yk, Index
 }
 
 /// Largest softmax panel whose exp-sum pass stores its exponentials for the output pass to
-/// scale, instead of that pass computing them again: x and y then stay in the last-level
-/// cache (1024 float rows, Zen 4: 1.05x at 1000 columns, 1.2x at 200; at 3000-4000 columns,
-/// 12-16 MiB, 0.8x).
+/// scale, instead of that pass computing them again, while x and y stay in the last-level
+/// cache (float, Zen 4: 1.05x at 1024x1000, 1.2x at 4096x200; 0.8x at 1024x3000, 12 MiB).
 inline constexpr Index panel_store_bytes = Index(4) << 20;
 
 /// softmax or log_softmax of nb <= panel_max distributions side by side (as forward_lanes),
