@@ -888,6 +888,8 @@ TYPED_TEST(SoftmaxBatchLimits, FullyMaskedRowsInPanelsGiveThePolicyResult) {
           const Vec<T> row = z.row(r).transpose();
           EXPECT_TRUE(softmax_within_bound(reference_for<T>(hi(row), t), y.row(r)))
               << what << ", row " << r;
+          EXPECT_LE(log_domain_error<T>(lse(r), reference_for<T>(hi(row)).logsumexp), 4.0L)
+              << what << ", row " << r;
         }
       }
     }
