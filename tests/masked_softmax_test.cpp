@@ -481,28 +481,34 @@ TYPED_TEST(MaskedPolicy, FullyMaskedDistributionsGiveZeros) {
     }
     EXPECT_EQ(smax::masked_logsumexp(z, none), -inf<T>);
   }
-  // In a batch: the fully masked rows are 0 (-inf), every other row is unaffected.
-  const Mat<T> m = random_logits<T>(100 * 6, logits::normal_30, 9).reshaped(100, 6);
-  BoolArr mask = BoolArr::Constant(100, 6, true);
-  for (Index r = 0; r < 100; r += 3) mask.row(r).setConstant(false);
-  for (T t : all_temperatures<T>) {
-    // The same kernels on the same lane blocks as the unmasked batch: the same bits.
-    const Mat<T> unmasked = smax::softmax(m, smax::rowwise, t);
-    const Mat<T> y = smax::masked_softmax(m, mask, smax::rowwise, t);
-    const Mat<T> logy = smax::masked_log_softmax(m, mask, smax::rowwise, t);
-    const Vec<T> lse = smax::masked_logsumexp(m, mask, smax::rowwise);
-    for (Index r = 0; r < 100; ++r) {
-      if (r % 3 == 0) {
-        EXPECT_TRUE(bit_equal(RowVec<T>(RowVec<T>::Zero(6)), RowVec<T>(y.row(r))));
-        EXPECT_TRUE((logy.row(r).array() == -inf<T>).all());
-        EXPECT_EQ(lse(r), -inf<T>);
-      } else {
-        EXPECT_TRUE(bit_equal(RowVec<T>(unmasked.row(r)), RowVec<T>(y.row(r))));
-        EXPECT_LE(ulp_distance(smax::logsumexp(RowVec<T>(m.row(r))), lse(r)), 2u);
+  // In a batch: the fully masked rows are 0 (-inf), every other row is unaffected. Rows
+  // of 200 entries run in whole panels, rows of 6 in lane blocks.
+  for (Index cols : {6, 200}) {
+    const Mat<T> m = random_logits<T>(100 * cols, logits::normal_30, 9).reshaped(100, cols);
+    BoolArr mask = BoolArr::Constant(100, cols, true);
+    for (Index r = 0; r < 100; r += 3) mask.row(r).setConstant(false);
+    for (T t : all_temperatures<T>) {
+      // The same kernels on the same lane blocks as the unmasked batch: the same bits.
+      const Mat<T> unmasked = smax::softmax(m, smax::rowwise, t);
+      const Mat<T> y = smax::masked_softmax(m, mask, smax::rowwise, t);
+      const Mat<T> logy = smax::masked_log_softmax(m, mask, smax::rowwise, t);
+      const Vec<T> lse = smax::masked_logsumexp(m, mask, smax::rowwise);
+      for (Index r = 0; r < 100; ++r) {
+        if (r % 3 == 0) {
+          EXPECT_TRUE(bit_equal(RowVec<T>(RowVec<T>::Zero(cols)), RowVec<T>(y.row(r))))
+              << cols << " columns, row " << r;
+          EXPECT_TRUE((logy.row(r).array() == -inf<T>).all()) << cols << " columns, row " << r;
+          EXPECT_EQ(lse(r), -inf<T>);
+        } else {
+          EXPECT_TRUE(bit_equal(RowVec<T>(unmasked.row(r)), RowVec<T>(y.row(r))))
+              << cols << " columns, row " << r;
+          EXPECT_LE(ulp_distance(smax::logsumexp(RowVec<T>(m.row(r))), lse(r)), 2u);
+        }
       }
     }
   }
   // Every distribution masked, in both layouts and axes.
+  const Mat<T> m = random_logits<T>(100 * 6, logits::normal_30, 9).reshaped(100, 6);
   const BoolArr nothing = BoolArr::Constant(100, 6, false);
   const MatR<T> mr = m;
   EXPECT_TRUE(bit_equal(Mat<T>(Mat<T>::Zero(100, 6)),
