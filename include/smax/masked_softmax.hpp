@@ -726,6 +726,29 @@ typename D::PlainObject masked_forward_value(const char* function, const Eigen::
 /// logsumexp of the kept entries of one distribution under a boolean mask.
 template <typename T>
 T masked_logsumexp_one(const T* x, Index xs, const bool* k, Index ks, Index n) {
+  if (xs == 1 && ks == 1) {
+    // Contiguous: the kept maximum, then chunks with -inf in the masked places (vectorised
+    // selects; exp(-inf) is an exact 0 off the exp's fast path), where the loops below
+    // branch or gather one entry at a time (1024 x 1000 float, 1 in 4 masked: 5.8x).
+    const T ninf = -std::numeric_limits<T>::infinity();
+    const T m = kept_max(x, xs, k, ks, n);
+    if (!is_finite(m)) {
+      // A kept NaN may or may not have reached the maximum.
+      for (Index i = 0; i < n; ++i) {
+        if (k[i] && is_nan(x[i])) return std::numeric_limits<T>::quiet_NaN();
+      }
+      return m;  // -inf: nothing kept, or only -inf; +inf: the limit
+    }
+    const shift<T> sh(m, T(1));
+    compensated_sum<acc_t<T>> acc;
+    alignas(64) T buf[gather_size];
+    for (Index i0 = 0; i0 < n; i0 += gather_size) {
+      const Index c = std::min(gather_size, n - i0);
+      keep_or_fill(x + i0, Index(1), k + i0, Index(1), buf, Index(1), c, &ninf, Index(0));
+      exp_sum<false>(buf, 1, static_cast<T*>(nullptr), 1, c, sh, acc);  // a NaN reaches it
+    }
+    return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(acc.total()));
+  }
   T m = -std::numeric_limits<T>::infinity();
   bool nan = false;
   for (Index i = 0; i < n; ++i) {
