@@ -574,6 +574,11 @@ TYPED_TEST(MaskedPolicy, NaNAndInfinitiesAmongKeptEntries) {
       RowVec<T>(smax::masked_softmax(RowVec<T>(m.row(1)), RowVec<bool>(mask.row(1).matrix()))),
       RowVec<T>(y.row(1)), 2));
   EXPECT_TRUE(std::isnan(y(2, 0)) && y(2, 4) == T(0));
+  // masked_logsumexp of the rows, side by side in the column-major batch.
+  const Vec<T> lse = smax::masked_logsumexp(m, mask, smax::rowwise);
+  EXPECT_TRUE(std::isnan(lse(0)));
+  EXPECT_LE(ulp_distance(smax::logsumexp(vec<T>({1, 2, 3, 4})), lse(1)), 2u);
+  EXPECT_EQ(lse(2), pinf);
 }
 
 TYPED_TEST(MaskedPolicy, TemperatureLimitsAmongKeptEntries) {

@@ -789,6 +789,72 @@ T masked_logsumexp_at(const batch<const T>& b, const causal_keep& c, Index d) {
   return logsumexp_one(b.data + d * b.dstride, b.kstride, c.kept(d));
 }
 
+/// masked_logsumexp of the nb <= lane_block distributions [d0, d0 + nb) lying side by side
+/// (b.dstride == 1, the rows of a column-major matrix), vectorised across them as
+/// logsumexp_lanes is: the kept maxima walking the columns, then per column the kept
+/// entries (-inf elsewhere, exp 0) summed exactly per lane over lane_chunk columns and
+/// compensated in acc_t. A distribution at a time would read each entry and mask value a
+/// column stride apart (1024 x 1000 float: 0.16 G/s). Distributions whose kept maximum is
+/// not finite take masked_logsumexp_one.
+template <typename T>
+void masked_logsumexp_lanes(const batch<const T>& b, const batch<const bool>& m, Index d0, Index nb,
+                            T* out, Index os) {
+  using Lanes = Eigen::Array<T, Eigen::Dynamic, 1, Eigen::ColMajor, lane_block, 1>;
+  using Sums = Eigen::Array<acc_t<T>, Eigen::Dynamic, 1, Eigen::ColMajor, lane_block, 1>;
+  using Keep = Eigen::Array<bool, Eigen::Dynamic, 1, Eigen::ColMajor, lane_block, 1>;
+  const Index n = b.length;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  alignas(64) T mx[lane_block];
+  std::fill(mx, mx + nb, ninf);
+  for (Index i = 0; i < n; ++i) {
+    kept_max_across(b.data + d0 + i * b.kstride, Index(1), m.data + d0 * m.dstride + i * m.kstride,
+                    m.dstride, mx, nb);
+  }
+  Lanes base(nb);
+  for (Index j = 0; j < nb; ++j) base(j) = is_finite(mx[j]) ? mx[j] : T(0);
+  const Lanes minus_inf = Lanes::Constant(nb, ninf);
+  compensated_sum<Sums> acc(Sums::Zero(nb));
+  for (Index k0 = 0; k0 < n; k0 += lane_chunk) {
+    // Seeded with 1, above every kept exponential of a lane with a finite maximum (the
+    // others are recomputed below): fast_two_sum.
+    Lanes h = Lanes::Ones(nb), l = Lanes::Zero(nb);
+    for (Index k = k0; k < std::min(n, k0 + lane_chunk); ++k) {
+      const Eigen::Map<const Lanes> x(b.data + d0 + k * b.kstride, nb);
+      const Eigen::Map<const Keep, 0, Eigen::InnerStride<>> keep(
+          m.data + d0 * m.dstride + k * m.kstride, nb, Eigen::InnerStride<>(m.dstride));
+      const Lanes v = keep.select(x - base, minus_inf);
+      fast_two_sum_lanes(h, l, v.unaryExpr(exp_op<T>()));
+    }
+    acc.add((h - T(1)).template cast<acc_t<T>>(), l.template cast<acc_t<T>>());
+  }
+  const auto log_s = lanes_log(acc.total());
+  for (Index j = 0; j < nb; ++j) {
+    const Index d = d0 + j;
+    out[d * os] = is_finite(mx[j]) ? static_cast<T>(static_cast<acc_t<T>>(mx[j]) + log_s(j))
+                                   : masked_logsumexp_one(b.data + d * b.dstride, b.kstride,
+                                                          m.data + d * m.dstride, m.kstride, n);
+  }
+}
+
+/// masked_logsumexp of distributions [begin, end) into out[d * os].
+template <typename T>
+void masked_logsumexp_range(const batch<const T>& b, const batch<const bool>& m, Index begin,
+                            Index end, T* out, Index os) {
+  if (b.kstride != 1 && b.dstride == 1 && b.length > 0) {
+    for (Index d0 = begin; d0 < end; d0 += lane_block) {
+      masked_logsumexp_lanes(b, m, d0, std::min(lane_block, end - d0), out, os);
+    }
+    return;
+  }
+  for (Index d = begin; d < end; ++d) out[d * os] = masked_logsumexp_at(b, m, d);
+}
+
+template <typename T>
+void masked_logsumexp_range(const batch<const T>& b, const causal_keep& c, Index begin, Index end,
+                            T* out, Index os) {
+  for (Index d = begin; d < end; ++d) out[d * os] = masked_logsumexp_at(b, c, d);
+}
+
 template <typename Out, typename D, typename M, typename Axis>
 void masked_logsumexp_impl(const char* function, const Eigen::DenseBase<Out>& out,
                            const Eigen::DenseBase<D>& z, const M& mask, Axis axis) {
@@ -808,8 +874,8 @@ void masked_logsumexp_impl(const char* function, const Eigen::DenseBase<Out>& ou
       const auto keep = keep_of(mm, axis, b.count, b.length);
       auto& o = writable(out);
       const Index os = o.innerStride();
-      for_each_range(b.count, b.length, 1, [&](Index begin, Index end) {
-        for (Index d = begin; d < end; ++d) o.data()[d * os] = masked_logsumexp_at(b, keep, d);
+      for_each_range(b.count, b.length, lane_block, [&](Index begin, Index end) {
+        masked_logsumexp_range(b, keep, begin, end, o.data(), os);
       });
     });
   });
