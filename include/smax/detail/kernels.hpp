@@ -1443,16 +1443,18 @@ struct lanes_online_sums {
   using Sums = Eigen::Array<acc_t<T>, N, 1, Eigen::ColMajor, lane_block, 1>;
   const T* x;
   Index xk, nb;
+  T temperature;
   shift<T> sh;  // half, hT and divide; the max differs per lane
   Lanes m, lo;
   bool finite = true;  // every lane's running maximum is finite
   compensated_sum<Sums> acc;
 
-  lanes_online_sums(const T* x_, Index xk_, Index nb_, T temperature)
+  lanes_online_sums(const T* x_, Index xk_, Index nb_, T temperature_)
       : x(x_),
         xk(xk_),
         nb(nb_),
-        sh(T(0), temperature),
+        temperature(temperature_),
+        sh(T(0), temperature_),
         m(nb_),
         lo(Lanes::Constant(nb_, std::numeric_limits<T>::infinity())),
         acc(Sums::Zero(nb_)) {}
@@ -1484,7 +1486,7 @@ struct lanes_online_sums {
 
   /// The pass over len > 0 columns. A NaN may or may not survive the max; either way it
   /// reaches the lane's sum.
-  void run(Index len, T temperature) {
+  void run(Index len) {
     // forward_panel's choice, so that a lane's arithmetic does not depend on the kernel: the
     // maxima first, where the chunks then never rescale.
     const bool max_first = has_packet_exp<T> && len <= panel_max_first<T>;
@@ -1566,7 +1568,7 @@ void forward_lanes_online(const T* x, Index xk, T* y, Index yk, Index nb, Index 
     return;
   }
   Pass1 p(x, xk, nb, temperature);
-  p.run(len, temperature);
+  p.run(len);
   const Lanes& m = p.m;
 
   // Pass 2.
@@ -1971,13 +1973,12 @@ bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
     panel_write<Packet>(y, yk, y, yk, nb, len, normalise);
     return true;
   }
-  if (len <= panel_max_first<T>) {
-    if (!panel_exp_sum<Divide, false>(x, xk, nb, len, sh, st)) return false;
-    panel_factors<Op>(st, nb, sc);
-  } else {
-    if (!panel_online_sum<Divide>(x, xk, nb, len, sh, temperature, st)) return false;
-    panel_factors<Op>(st, nb, sc);
+  if (!(len <= panel_max_first<T>
+            ? panel_exp_sum<Divide, false>(x, xk, nb, len, sh, st)
+            : panel_online_sum<Divide>(x, xk, nb, len, sh, temperature, st))) {
+    return false;
   }
+  panel_factors<Op>(st, nb, sc);
   with_packet_exp<Packet>(st.normal, [&](auto exp_fn) {
     panel_write<Packet>(x, xk, y, yk, nb, len, [&](Index j, const Packet& v) {
       const Packet d = lane_exponent<Divide>(v, st.template base<Divide, Packet>(j, sh), sh);
@@ -2169,7 +2170,7 @@ void logsumexp_lanes(const T* x, Index xk, Index nb, Index len, T* out, Index os
     // The online normaliser, as logsumexp_batch's panels take these lengths: one read of
     // the columns instead of two.
     lanes_online_sums<N, T> p(x, xk, nb, T(1));
-    p.run(len, T(1));
+    p.run(len);
     m = p.m;
     total = p.acc.total();
   } else {
