@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -372,6 +373,86 @@ TYPED_TEST(SoftmaxBackward, BatchesMatchTheirDistributions) {
   check(MatR<T>(y.transpose()), MatR<T>(logy.transpose()), MatR<T>(dy.transpose()), smax::colwise);
   // Mixed storage orders between y and dy.
   check(y, logy, MatR<T>(dy), smax::rowwise);
+}
+
+// Rows of a column-major matrix (and columns of a row-major one) run a panel of up to 4 KiB
+// of distributions side by side: every row within the closed forms' bounds, at counts
+// below one packet, across a panel's end and with a tail done one at a time; a row's bits
+// do not depend on where in a panel it sits; NaN and huge values stay in their row; the
+// output may be y or dy itself.
+TYPED_TEST(SoftmaxBackward, ColumnMajorPanelsMatchTheClosedForms) {
+  using T = TypeParam;
+  const T inf = std::numeric_limits<T>::infinity();
+  for (const Index rows : {3, 16, 37, 1045}) {
+    for (const Index cols : {1, 5, 300}) {
+      for (const T t : {T(1), T(0.5), T(2.5)}) {
+        Mat<T> z(rows, cols), dy(rows, cols);
+        for (Index r = 0; r < rows; ++r) {
+          const std::uint32_t seed = 3000 + std::uint32_t(r) + 7919u * std::uint32_t(cols);
+          z.row(r) = random_logits<T>(cols, logits::normal_1, seed).transpose();
+          dy.row(r) = random_upstream<T>(cols, seed).transpose();
+        }
+        const Index special = std::min<Index>(21, rows - 1);
+        if (cols > 1) z(std::min<Index>(2, rows - 1), 0) = -inf;
+        dy.row(std::min<Index>(9, rows - 1)) *= T(1e30);
+        dy(special, cols - 1) = std::numeric_limits<T>::quiet_NaN();
+        const Mat<T> y = smax::softmax(z, smax::rowwise, t);
+        const Mat<T> logy = smax::log_softmax(z, smax::rowwise, t);
+        const Mat<T> gy = smax::softmax_backward(y, dy, smax::rowwise, t);
+        const Mat<T> gl = smax::log_softmax_backward(logy, dy, smax::rowwise, t);
+        for (Index r = 0; r < rows; ++r) {
+          const std::string where = std::to_string(rows) + "x" + std::to_string(cols) +
+                                    ", T = " + std::to_string(t) + ", row " + std::to_string(r);
+          if (r == special) {
+            // The NaN reaches every entry of its own row's sums, and no other row.
+            EXPECT_TRUE(gy.row(r).array().isNaN().all()) << where;
+            EXPECT_TRUE(gl.row(r).array().isNaN().all()) << where;
+            continue;
+          }
+          const HiArray yh = hi(Vec<T>(y.row(r).transpose()));
+          const HiArray lh = hi(Vec<T>(logy.row(r).transpose()));
+          const HiArray dh = hi(Vec<T>(dy.row(r).transpose()));
+          ASSERT_TRUE(within_tolerance<T>(closed_softmax_backward(yh, dh, t), gy.row(r).transpose(),
+                                          softmax_backward_tolerance<T>(yh, dh, t)))
+              << "softmax, " << where;
+          ASSERT_TRUE(within_tolerance<T>(closed_log_softmax_backward(lh, dh, t),
+                                          gl.row(r).transpose(),
+                                          log_softmax_backward_tolerance<T>(lh, dh, t)))
+              << "log_softmax, " << where;
+        }
+        // The same rows one packet further on in their panel (a block without the first 16
+        // rows): bit for bit, except the tail left to the one-at-a-time path, which is the
+        // same rows in both.
+        if (rows > 16) {
+          const Index n = rows - 16;
+          const Mat<T> by =
+              smax::softmax_backward(y.bottomRows(n), dy.bottomRows(n), smax::rowwise, t);
+          const Mat<T> bl =
+              smax::log_softmax_backward(logy.bottomRows(n), dy.bottomRows(n), smax::rowwise, t);
+          EXPECT_TRUE(bit_equal(
+              Vec<T>(Eigen::Map<const Vec<T>>(by.data(), by.size())),
+              Vec<T>(Eigen::Map<const Vec<T>>(Mat<T>(gy.bottomRows(n)).data(), by.size()))))
+              << "softmax, " << rows << "x" << cols << ", T = " << t;
+          EXPECT_TRUE(bit_equal(
+              Vec<T>(Eigen::Map<const Vec<T>>(bl.data(), bl.size())),
+              Vec<T>(Eigen::Map<const Vec<T>>(Mat<T>(gl.bottomRows(n)).data(), bl.size()))))
+              << "log_softmax, " << rows << "x" << cols << ", T = " << t;
+        }
+        // In place, over y and over dy (exact aliasing).
+        Mat<T> over_y = y, over_dy = dy;
+        smax::softmax_backward_into(over_y, over_y, dy, smax::rowwise, t);
+        smax::softmax_backward_into(over_dy, y, over_dy, smax::rowwise, t);
+        EXPECT_TRUE(bit_equal(Vec<T>(Eigen::Map<const Vec<T>>(over_y.data(), over_y.size())),
+                              Vec<T>(Eigen::Map<const Vec<T>>(gy.data(), gy.size()))));
+        EXPECT_TRUE(bit_equal(Vec<T>(Eigen::Map<const Vec<T>>(over_dy.data(), over_dy.size())),
+                              Vec<T>(Eigen::Map<const Vec<T>>(gy.data(), gy.size()))));
+        Mat<T> over_logy = logy;
+        smax::log_softmax_backward_into(over_logy, over_logy, dy, smax::rowwise, t);
+        EXPECT_TRUE(bit_equal(Vec<T>(Eigen::Map<const Vec<T>>(over_logy.data(), over_logy.size())),
+                              Vec<T>(Eigen::Map<const Vec<T>>(gl.data(), gl.size()))));
+      }
+    }
+  }
 }
 
 // Batches of short contiguous rows run 32 rows at a time across the rows (log_softmax

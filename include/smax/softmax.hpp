@@ -208,8 +208,16 @@ void backward_into(const char* function, const Eigen::DenseBase<Out>& out,
       const batch<const T> db = make_batch(dd, axis);
       const batch<T> ob = output_batch(out, axis);
       if (yb.count == 0 || yb.length == 0) return;  // nothing to write
-      for_each_range(yb.count, yb.length, 1, [&](Index begin, Index end) {
-        if (yb.kstride == 1 && db.kstride == 1 && ob.kstride == 1) {
+      const bool side_by_side =
+          yb.dstride == 1 && db.dstride == 1 && ob.dstride == 1 && yb.kstride != 1 && yb.count > 1;
+      const Index align = side_by_side ? lane_block : Index(1);
+      for_each_range(yb.count, yb.length, align, [&](Index begin, Index end) {
+        if (side_by_side) {
+          // Distributions side by side (rows of a column-major matrix): vectorise across.
+          begin += backward_across<Op == backward_op::log_softmax>(
+              yb.data + begin, yb.kstride, db.data + begin, db.kstride, ob.data + begin, ob.kstride,
+              end - begin, yb.length, temperature);
+        } else if (yb.kstride == 1 && db.kstride == 1 && ob.kstride == 1) {
           // Contiguous rows; the kernel takes the short ones (it checks their length).
           begin += backward_short_rows<Op == backward_op::log_softmax>(
               yb.data + begin * yb.dstride, yb.dstride, db.data + begin * db.dstride, db.dstride,

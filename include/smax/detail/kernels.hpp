@@ -159,6 +159,27 @@ void add_unit(Acc& acc, const T* v, Index n, T one = T(1)) {
   }
 }
 
+/// The total of an empty compensated_sum after add_unit(acc, v, n), bit for bit, without
+/// the compensation steps that cannot change it (a fresh sum takes its first term
+/// exactly): a Vector3f softmax, 21.1 -> 18.3 ns a call.
+template <typename T>
+acc_t<T> unit_total(const T* v, Index n) {
+  if constexpr (!exact_normalise<T>) {
+    acc_t<T> s(0);
+    for (Index j = 0; j < n; ++j) s += v[j];
+    return s;
+  } else {
+    T h(1), l(0);
+    for (Index j = 0; j < n; ++j) {
+      T t = h + v[j];
+      opaque_under_fast_math(t);
+      l += v[j] - (t - h);
+      h = t;
+    }
+    return (h - T(1)) + l;
+  }
+}
+
 /// The map from a logit x to the exponent d = (x - max) / T, computed so it never
 /// overflows where the true d is finite: for T > 1 both terms are halved first, which is
 /// exact and keeps x - max finite even when the spread exceeds the largest finite value.
@@ -212,25 +233,103 @@ struct shift {
 inline constexpr Index block_size = 256;
 inline constexpr Index gather_size = 256;
 
-/// A packet holding from[0..n) (n < packet size) and `pad` in the other lanes. AVX-512
-/// loads with a mask; elsewhere through a buffer (whose scalar stores then stall the vector
-/// load a little: store forwarding cannot merge them).
+/// Packets holding p[0..n) (0 <= n <= size) and 0 in the other lanes, read with loads that
+/// touch nothing past p[n - 1]. A wider load (a masked one included) that overlaps a store
+/// still in flight cannot be forwarded from it and waits for the store to complete: with
+/// the output of the previous call just after a Vector3f input, softmax of that vector
+/// took 37 ns a call with a 64-byte masked load against 17 ns with the two ends apart
+/// (Zen 4).
+#if defined(EIGEN_VECTORIZE_SSE2)
+EIGEN_ALWAYS_INLINE __m128 first_lanes(const float* p, Index n) {
+  switch (n) {
+    case 0:
+      return _mm_setzero_ps();
+    case 1:
+      return _mm_load_ss(p);
+    case 2:
+      return _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    case 3:
+      return _mm_movelh_ps(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))),
+                           _mm_load_ss(p + 2));
+    default:
+      return _mm_loadu_ps(p);
+  }
+}
+
+EIGEN_ALWAYS_INLINE __m128d first_lanes(const double* p, Index n) {
+  return n >= 2 ? _mm_loadu_pd(p) : n == 1 ? _mm_load_sd(p) : _mm_setzero_pd();
+}
+#endif
+
+#if defined(EIGEN_VECTORIZE_AVX)
+/// As first_lanes, 0 <= n <= 256 bits' worth.
+template <typename T>
+EIGEN_ALWAYS_INLINE auto first_lanes_256(const T* p, Index n) {
+  constexpr Index half = 16 / sizeof(T);
+  if constexpr (std::is_same_v<T, float>) {
+    if (n <= half) return _mm256_zextps128_ps256(first_lanes(p, n));
+    return _mm256_insertf128_ps(_mm256_zextps128_ps256(_mm_loadu_ps(p)),
+                                first_lanes(p + half, n - half), 1);
+  } else {
+    if (n <= half) return _mm256_zextpd128_pd256(first_lanes(p, n));
+    return _mm256_insertf128_pd(_mm256_zextpd128_pd256(_mm_loadu_pd(p)),
+                                first_lanes(p + half, n - half), 1);
+  }
+}
+#endif
+
+#if defined(EIGEN_VECTORIZE_AVX512)
+/// As first_lanes, 0 <= n < 512 bits' worth.
+template <typename T>
+EIGEN_ALWAYS_INLINE auto first_lanes_512(const T* p, Index n) {
+  constexpr Index half = 32 / sizeof(T);
+  if constexpr (std::is_same_v<T, float>) {
+    if (n <= half) return _mm512_zextps256_ps512(first_lanes_256(p, n));
+    const __m512d lo = _mm512_zextpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(p)));
+    return _mm512_castpd_ps(
+        _mm512_insertf64x4(lo, _mm256_castps_pd(first_lanes_256(p + half, n - half)), 1));
+  } else {
+    if (n <= half) return _mm512_zextpd256_pd512(first_lanes_256(p, n));
+    return _mm512_insertf64x4(_mm512_zextpd256_pd512(_mm256_loadu_pd(p)),
+                              first_lanes_256(p + half, n - half), 1);
+  }
+}
+#endif
+
+/// A packet holding from[0..n) (n < packet size) and `pad` in the other lanes, reading
+/// only from[0..n) (see first_lanes); elsewhere (no SSE2) through a buffer.
 template <typename Packet, typename T>
 EIGEN_ALWAYS_INLINE Packet load_first(const T* from, Index n, T pad) {
   namespace ei = Eigen::internal;
 #if defined(EIGEN_VECTORIZE_AVX512)
   if constexpr (std::is_same_v<Packet, ei::Packet16f>) {
-    return _mm512_mask_loadu_ps(ei::pset1<Packet>(pad), static_cast<__mmask16>((1u << n) - 1u),
-                                from);
+    return _mm512_mask_mov_ps(ei::pset1<Packet>(pad), static_cast<__mmask16>((1u << n) - 1u),
+                              first_lanes_512(from, n));
   } else if constexpr (std::is_same_v<Packet, ei::Packet8d>) {
-    return _mm512_mask_loadu_pd(ei::pset1<Packet>(pad), static_cast<__mmask8>((1u << n) - 1u),
-                                from);
-  }
+    return _mm512_mask_mov_pd(ei::pset1<Packet>(pad), static_cast<__mmask8>((1u << n) - 1u),
+                              first_lanes_512(from, n));
+  } else
 #endif
-  constexpr Index ps = ei::unpacket_traits<Packet>::size;
-  alignas(64) T buf[ps];
-  for (Index j = 0; j < ps; ++j) buf[j] = j < n ? from[j] : pad;
-  return ei::pload<Packet>(buf);
+#if defined(EIGEN_VECTORIZE_AVX)
+      if constexpr (std::is_same_v<Packet, ei::Packet8f> || std::is_same_v<Packet, ei::Packet4d>) {
+    const Packet lane = ei::plset<Packet>(T(0));
+    return ei::pselect(ei::pcmp_lt(lane, ei::pset1<Packet>(static_cast<T>(n))),
+                       first_lanes_256(from, n), ei::pset1<Packet>(pad));
+  } else
+#endif
+#if defined(EIGEN_VECTORIZE_SSE2)
+      if constexpr (std::is_same_v<Packet, ei::Packet4f> || std::is_same_v<Packet, ei::Packet2d>) {
+    const Packet lane = ei::plset<Packet>(T(0));
+    return ei::pselect(ei::pcmp_lt(lane, ei::pset1<Packet>(static_cast<T>(n))),
+                       first_lanes(from, n), ei::pset1<Packet>(pad));
+  } else
+#endif
+  {
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    alignas(64) T buf[ps];
+    for (Index j = 0; j < ps; ++j) buf[j] = j < n ? from[j] : pad;
+    return ei::pload<Packet>(buf);
+  }
 }
 
 /// Adds the lanes of an exp-sum block to acc: h0 and h1 (each lane seeded with one, a power
@@ -523,9 +622,7 @@ bool forward_tiny(const T* x, T* y, Index n, T temperature) {
     alignas(64) T buf[ps];
     const shift<T> sh(m, temperature);  // padding with m: exponent 0
     ei::pstore(buf, pexp_accurate(sh(load_first<Packet>(x, n, m))));
-    compensated_sum<acc_t<T>> acc;
-    add_unit(acc, buf, n);
-    const acc_t<T> s = acc.total();
+    const acc_t<T> s = unit_total(buf, n);
     if constexpr (Op == forward_op::softmax) {
       if constexpr (exact_normalise<T>) {
         for (Index i = 0; i < n; ++i) y[i] = buf[i] / s;
@@ -2510,6 +2607,27 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
   });
 }
 
+/// One packet of a backward pass from y (log y when Log), dy and the distribution's sum g
+/// (<y, dy>, or sum dy when Log): softmax_backward_one's and log_softmax_backward_one's
+/// operations, lane by lane.
+template <bool Log, typename Packet, typename T>
+EIGEN_ALWAYS_INLINE Packet backward_packet(const Packet& yv, const Packet& dv, const Packet& g,
+                                           T temperature) {
+  namespace ei = Eigen::internal;
+  if constexpr (Log) {
+    return log_softmax_backward_packet(yv, dv, g, temperature);
+  } else {
+    const Packet d = ei::psub(dv, g);
+    if (temperature == T(1)) return ei::pmul(yv, d);
+    const Packet t = ei::pset1<Packet>(temperature);
+    if (temperature > T(1)) return ei::pdiv(ei::pmul(yv, d), t);
+    // Below T = 1: divide first unless (dy - g) / T overflows (softmax_backward_one).
+    const Packet q = ei::pdiv(d, t);
+    return ei::pselect(ei::pcmp_le(ei::pabs(q), ei::pset1<Packet>(std::numeric_limits<T>::max())),
+                       ei::pmul(yv, q), ei::pdiv(ei::pmul(yv, d), t));
+  }
+}
+
 /// Backward passes of short contiguous rows (row j of y at y + j * yd, the same for dy and
 /// out; softmax when !Log, log_softmax with y = log y when Log): blocks of lane_block rows
 /// are transposed into two lane tiles and reduced across the rows, where one row at a time
@@ -2538,7 +2656,6 @@ Index backward_short_rows(const T* y, Index yd, const T* dy, Index dyd, T* out, 
     using Wide = Eigen::Array<acc_t<T>, lane_block, 1>;
     alignas(64) T g[lane_block];
     const Packet t = ei::pset1<Packet>(temperature);
-    const Packet big = ei::pset1<Packet>(std::numeric_limits<T>::max());
     Index j0 = 0;
     for (; j0 + lane_block <= count && (j0 + lane_block - 1) * yd + padded <= y_end &&
            (j0 + lane_block - 1) * dyd + padded <= dy_end;
@@ -2570,24 +2687,172 @@ Index backward_short_rows(const T* y, Index yd, const T* dy, Index dyd, T* out, 
         for (int p = 0; p < np; ++p) ei::pstore(g + p * ps, ei::padd(hi[p], lo[p]));
       }
       const auto f = [&](Index k, int p) {
-        const Packet gp = ei::pload<Packet>(g + p * ps);
-        const Packet yv = ei::pload<Packet>(ty.column(k) + p * ps);
-        const Packet dv = ei::pload<Packet>(td.column(k) + p * ps);
-        if constexpr (Log) {
-          return log_softmax_backward_packet(yv, dv, gp, temperature);
-        } else {
-          const Packet d = ei::psub(dv, gp);
-          if (temperature == T(1)) return ei::pmul(yv, d);
-          if (temperature > T(1)) return ei::pdiv(ei::pmul(yv, d), t);
-          // Below T = 1: divide first unless (dy - g) / T overflows (softmax_backward_one).
-          const Packet q = ei::pdiv(d, t);
-          return ei::pselect(ei::pcmp_le(ei::pabs(q), big), ei::pmul(yv, q),
-                             ei::pdiv(ei::pmul(yv, d), t));
-        }
+        return backward_packet<Log>(ei::pload<Packet>(ty.column(k) + p * ps),
+                                    ei::pload<Packet>(td.column(k) + p * ps),
+                                    ei::pload<Packet>(g + p * ps), temperature);
       };
       tile_store_rows<true>(f, out + j0 * od, od, len);
     }
     return j0;
+  }
+}
+
+/// A float packet as two packets of doubles (its low and high halves) and back, where the
+/// target has the conversions; `available` is false elsewhere.
+template <typename Packet>
+struct widening {
+  static constexpr bool available = false;
+};
+
+#if defined(EIGEN_VECTORIZE_SSE2)
+template <>
+struct widening<Eigen::internal::Packet4f> {
+  static constexpr bool available = true;
+  using Wide = Eigen::internal::Packet2d;
+  static Wide lo(const __m128& v) { return _mm_cvtps_pd(v); }
+  static Wide hi(const __m128& v) { return _mm_cvtps_pd(_mm_movehl_ps(v, v)); }
+  static __m128 narrow(const Wide& a, const Wide& b) {
+    return _mm_movelh_ps(_mm_cvtpd_ps(a), _mm_cvtpd_ps(b));
+  }
+};
+#endif
+#if defined(EIGEN_VECTORIZE_AVX)
+template <>
+struct widening<Eigen::internal::Packet8f> {
+  static constexpr bool available = true;
+  using Wide = Eigen::internal::Packet4d;
+  static Wide lo(const __m256& v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
+  static Wide hi(const __m256& v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+  static __m256 narrow(const Wide& a, const Wide& b) {
+    return _mm256_insertf128_ps(_mm256_zextps128_ps256(_mm256_cvtpd_ps(a)), _mm256_cvtpd_ps(b), 1);
+  }
+};
+#endif
+#if defined(EIGEN_VECTORIZE_AVX512)
+template <>
+struct widening<Eigen::internal::Packet16f> {
+  static constexpr bool available = true;
+  using Wide = Eigen::internal::Packet8d;
+  static Wide lo(const __m512& v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+  static Wide hi(const __m512& v) {
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  }
+  static __m512 narrow(const Wide& a, const Wide& b) {
+    const __m512d lo = _mm512_zextpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(a)));
+    return _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
+  }
+};
+#endif
+
+/// Packets of distributions in a backward_across panel: 4 KiB of each column, as
+/// forward_panel takes. softmax_backward 1024 x 1000 float, AVX-512: 1.65 G/s with 64
+/// distributions at a time (the sums in registers), 2.26 / 2.18 / 2.21 with 128 / 256 /
+/// 512, 2.66 with 1024; the longer runs of each column outweigh the reuse a panel small
+/// enough for L2 would give the second pass.
+template <typename T>
+inline constexpr Index backward_panel =
+    Index(4096 / sizeof(T)) / Eigen::internal::packet_traits<T>::size;
+
+/// Whether backward_across has packet code for T on this target.
+template <typename T>
+inline constexpr bool has_backward_across =
+    has_packet_exp<T> &&
+    (exact_normalise<T> || widening<typename Eigen::internal::packet_traits<T>::type>::available);
+
+/// Backward passes of a panel of np packets' worth of distributions side by side (entry k
+/// of distribution j at y[j + k * yk], the same for dy and out; np <= backward_panel<T>):
+/// per lane the sum over the columns (<y, dy>, or sum dy when Log), then the outputs. The
+/// sums are those of the strided one-at-a-time path: float in double, column by column
+/// (every product exact, so an FMA rounds as the multiply-then-add does); double through
+/// compensated_sum's TwoSum. out may alias y or dy exactly (an entry is read before it is
+/// written).
+template <bool Log, typename T>
+void backward_across_panel(const T* y, Index yk, const T* dy, Index dyk, T* out, Index ok, Index np,
+                           Index len, T temperature) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr Index ps = ei::unpacket_traits<Packet>::size;
+  constexpr Index max_np = backward_panel<T>;
+  alignas(64) T g[max_np * ps];
+  if constexpr (!exact_normalise<T>) {
+    using W = widening<Packet>;
+    using Wide = typename W::Wide;
+    alignas(64) double s[max_np * ps];
+    for (Index i = 0; i < np * ps; ++i) s[i] = 0.0;
+    constexpr Index hw = ps / 2;
+    for (Index k = 0; k < len; ++k) {
+      const T* yc = y + k * yk;
+      const T* dc = dy + k * dyk;
+      for (Index p = 0; p < np; ++p) {
+        const Packet d = ei::ploadu<Packet>(dc + p * ps);
+        Wide s0 = ei::pload<Wide>(s + p * ps), s1 = ei::pload<Wide>(s + p * ps + hw);
+        if constexpr (Log) {
+          s0 = ei::padd(s0, W::lo(d));
+          s1 = ei::padd(s1, W::hi(d));
+        } else {
+          const Packet v = ei::ploadu<Packet>(yc + p * ps);
+          s0 = ei::pmadd(W::lo(v), W::lo(d), s0);
+          s1 = ei::pmadd(W::hi(v), W::hi(d), s1);
+        }
+        ei::pstore(s + p * ps, s0);
+        ei::pstore(s + p * ps + hw, s1);
+      }
+    }
+    for (Index p = 0; p < np; ++p) {
+      ei::pstore(g + p * ps,
+                 W::narrow(ei::pload<Wide>(s + p * ps), ei::pload<Wide>(s + p * ps + hw)));
+    }
+  } else {
+    alignas(64) T hl[2 * max_np * ps];
+    for (Index i = 0; i < 2 * np * ps; ++i) hl[i] = T(0);
+    for (Index k = 0; k < len; ++k) {
+      const T* yc = y + k * yk;
+      const T* dc = dy + k * dyk;
+      for (Index p = 0; p < np; ++p) {
+        Packet v = ei::ploadu<Packet>(dc + p * ps);
+        if constexpr (!Log) v = ei::pmul(ei::ploadu<Packet>(yc + p * ps), v);
+        Packet h = ei::pload<Packet>(hl + 2 * p * ps), l = ei::pload<Packet>(hl + (2 * p + 1) * ps);
+        two_sum(h, l, v);
+        ei::pstore(hl + 2 * p * ps, h);
+        ei::pstore(hl + (2 * p + 1) * ps, l);
+      }
+    }
+    for (Index p = 0; p < np; ++p) {
+      ei::pstore(g + p * ps, ei::padd(ei::pload<Packet>(hl + 2 * p * ps),
+                                      ei::pload<Packet>(hl + (2 * p + 1) * ps)));
+    }
+  }
+  for (Index k = 0; k < len; ++k) {
+    const T* yc = y + k * yk;
+    const T* dc = dy + k * dyk;
+    T* oc = out + k * ok;
+    for (Index p = 0; p < np; ++p) {
+      ei::pstoreu(oc + p * ps, backward_packet<Log>(ei::ploadu<Packet>(yc + p * ps),
+                                                    ei::ploadu<Packet>(dc + p * ps),
+                                                    ei::pload<Packet>(g + p * ps), temperature));
+    }
+  }
+}
+
+/// Backward passes of count distributions side by side (rows of a column-major matrix),
+/// vectorised across them a panel at a time, where one distribution at a time walks its
+/// row at the column stride (softmax_backward 1024 x 1000 float: 0.080 G/s, against 4.4
+/// for contiguous rows). Returns the number of distributions done (a multiple of the packet
+/// size); the caller does the rest one at a time.
+template <bool Log, typename T>
+Index backward_across(const T* y, Index yk, const T* dy, Index dyk, T* out, Index ok, Index count,
+                      Index len, T temperature) {
+  if constexpr (!has_backward_across<T>) {
+    return 0;
+  } else {
+    constexpr Index ps = Eigen::internal::packet_traits<T>::size;
+    Index j = 0;
+    while (j + ps <= count) {
+      const Index np = std::min(backward_panel<T>, (count - j) / ps);
+      backward_across_panel<Log>(y + j, yk, dy + j, dyk, out + j, ok, np, len, temperature);
+      j += np * ps;
+    }
+    return j;
   }
 }
 
