@@ -152,6 +152,29 @@ void ce_grad_smax(benchmark::State& st) {
   finish(st, rows, cols, true);
 }
 
+/// The same samples in Eigen's default column-major storage (each sample strided), checked
+/// against the row-major results.
+void ce_smax_colmajor(benchmark::State& st, bool grad) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const Problem& p = problem(rows, cols);
+  const Eigen::MatrixXf logits = p.logits;
+  Eigen::MatrixXf g = Eigen::MatrixXf::Zero(rows, cols);
+  float loss = 0;
+  for (auto _ : st) {
+    loss = grad ? smax::cross_entropy_with_grad_into(g, logits, p.targets, smax::rowwise)
+                : smax::cross_entropy(logits, p.targets, smax::rowwise);
+    benchmark::DoNotOptimize(loss);
+    benchmark::DoNotOptimize(g.data());
+    benchmark::ClobberMemory();
+  }
+  const RowMat g_rowmajor = g;
+  if (!check(st, p, loss, grad ? g_rowmajor.data() : nullptr)) return;
+  finish(st, rows, cols, grad);
+}
+
+void ce_smax_colmajor_loss(benchmark::State& st) { ce_smax_colmajor(st, false); }
+void ce_grad_smax_colmajor(benchmark::State& st) { ce_smax_colmajor(st, true); }
+
 // ---------------------------------------------------------------------------------------
 // A competent Eigen loop: one Map per row; the loss is summed in double.
 
@@ -282,6 +305,8 @@ void register_all() {
   add("cross_entropy/smax_rowmajor", ce_smax);
   add("cross_entropy/eigen_loop", ce_eigen);
   add("cross_entropy_with_grad/smax_rowmajor", ce_grad_smax);
+  add("cross_entropy/smax_colmajor_strided", ce_smax_colmajor_loss);
+  add("cross_entropy_with_grad/smax_colmajor_strided", ce_grad_smax_colmajor);
   add("cross_entropy_with_grad/eigen_loop", ce_grad_eigen);
 #if SMAX_BENCH_HAVE_TORCH
   add("cross_entropy/torch", ce_torch);

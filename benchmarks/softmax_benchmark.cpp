@@ -608,6 +608,27 @@ void softmax_backward_smax_rowmajor(benchmark::State& st) {
                            [&](Index r, Index c) { return out(r, c); }));
 }
 
+/// Rowwise on Eigen's default column-major storage: each distribution is strided.
+template <typename T, bool Log>
+void backward_smax_colmajor_strided(benchmark::State& st) {
+  const Index rows = st.range(0), cols = st.range(1);
+  const ColMat<T>& y = logits_colmajor<T>(rows, cols, Log ? Data::log_softmax_y : Data::softmax_y);
+  const ColMat<T>& dy = logits_colmajor<T>(rows, cols, Data::dy);
+  ColMat<T> out = ColMat<T>::Zero(rows, cols);
+  for (auto _ : st) {
+    if constexpr (Log) {
+      smax::log_softmax_backward_into(out, y, dy, smax::rowwise);
+    } else {
+      smax::softmax_backward_into(out, y, dy, smax::rowwise);
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  finish<T>(st, rows, cols, 3,
+            check_error<T>(Log ? Op::log_softmax_backward : Op::softmax_backward, rows, cols, 1,
+                           [&](Index r, Index c) { return out(r, c); }));
+}
+
 template <typename T>
 void softmax_backward_naive(benchmark::State& st) {
   const Index rows = st.range(0), cols = st.range(1);
@@ -956,6 +977,10 @@ void register_all() {
 
   add("softmax_backward/smax_rowmajor", softmax_backward_smax_rowmajor<float>, kShapes);
   add("softmax_backward/naive_eigen", softmax_backward_naive<float>, kShapes);
+  add("softmax_backward/smax_colmajor_strided", backward_smax_colmajor_strided<float, false>,
+      kShapes);
+  add("log_softmax_backward/smax_colmajor_strided", backward_smax_colmajor_strided<float, true>,
+      kShapes);
   add("log_softmax_backward/smax_rowmajor", log_softmax_backward_smax_rowmajor<float>, kShapes);
   add("log_softmax_backward/naive_eigen", log_softmax_backward_naive<float>, kShapes);
 #ifdef SMAX_BENCH_HAVE_DNNL
@@ -976,6 +1001,10 @@ void register_all() {
   add("logsumexp_f64/eigen_loop", logsumexp_eigen_loop<double>, kShapes);
   add("softmax_backward_f64/smax_rowmajor", softmax_backward_smax_rowmajor<double>, kShapes);
   add("softmax_backward_f64/naive_eigen", softmax_backward_naive<double>, kShapes);
+  add("softmax_backward_f64/smax_colmajor_strided", backward_smax_colmajor_strided<double, false>,
+      kShapes);
+  add("log_softmax_backward_f64/smax_colmajor_strided",
+      backward_smax_colmajor_strided<double, true>, kShapes);
   add("log_softmax_backward_f64/smax_rowmajor", log_softmax_backward_smax_rowmajor<double>,
       kShapes);
   add("log_softmax_backward_f64/naive_eigen", log_softmax_backward_naive<double>, kShapes);

@@ -112,11 +112,14 @@ def main():
             picks.append(("smax_rowmajor / smax exp roof", "exp"))
         if "smax_colmajor_strided" in table:
             picks.append(("smax_colmajor_strided / best strided peer", "strided"))
+            # The layout target: rowwise on column-major within 1.3x of contiguous.
+            picks.append(("column-major time / row-major time", "layout"))
         lines = []
         for label, pick in picks:
             row = []
             for s in shapes:
-                n = (table["smax_colmajor_strided"] if pick == "strided" else smax).get(s)
+                n = (table["smax_colmajor_strided"] if pick in ("strided", "layout") else
+                     smax).get(s)
                 if n is None:
                     row.append("-")
                     continue
@@ -136,6 +139,10 @@ def main():
                             if w.endswith("colmajor") or w.endswith("colmajor_strided")
                             if not w.startswith("smax") and s in c]
                     ref, who = max(best) if best else (None, None)
+                elif pick == "layout":
+                    # Row-major throughput over column-major: the time ratio, col / row.
+                    row.append(f"{med[smax[s]] / med[n]:.2f}" if s in smax else "-")
+                    continue
                 elif pick == "onednn":
                     ref = med.get(table.get("onednn", {}).get(s, ""))
                     who = None

@@ -321,11 +321,11 @@ TYPED_TEST(CrossEntropy, IndexTargetsMatchPyTorchForEveryCombination) {
 }
 
 // rowwise on a column-major batch (Eigen's default layout) runs panels of samples side by
-// side, one SIMD lane per sample. 133 samples = two full panels and a tail at every SIMD
-// width (panels are 4 packets: 16 to 64 samples).
+// side, one SIMD lane per sample: 16 packets wide with a gradient (64 to 256 samples), then
+// 4 (16 to 64). 325 samples = a wide panel, a narrow one and a tail at every SIMD width.
 TYPED_TEST(CrossEntropy, SamplePanelsMatchTheReferenceForEveryCombination) {
   using T = TypeParam;
-  const Index N = 133;
+  const Index N = 325;
   const Mat<T> z = smax_test::loss::random_matrix<T>(N, 4, 16, -6, 6);
   const MatL zl = to_long(z);
   for (const spec& s : all_specs()) {
@@ -380,7 +380,9 @@ TYPED_TEST(CrossEntropy, SamplePanelsMatchTheReferenceForEveryCombination) {
 TYPED_TEST(CrossEntropy, SamplePanelsKeepThePolicyForNonFiniteLogits) {
   using T = TypeParam;
   const T inf = std::numeric_limits<T>::infinity();
-  const Index N = 133, C = 29;  // C * panel width fits the stack tile at every SIMD width
+  // Wide and narrow panels as above; C * narrow panel width fits the stack tile at every
+  // SIMD width.
+  const Index N = 325, C = 29;
   Mat<T> z = smax_test::loss::random_matrix<T>(N, C, 17, -6, 6);
   std::vector<int> y;
   for (Index n = 0; n < N; ++n) y.push_back(static_cast<int>((n * 7) % C));

@@ -48,7 +48,13 @@
   smax::detail::loss::ce_sample<T, smax::detail::loss::probability_model<T>>(                      \
       const T*, Eigen::Index, Eigen::Index, T, const smax::detail::loss::probability_model<T>&,    \
       T*, Eigen::Index, T);                                                                        \
-  EXTERN template bool smax::detail::loss::ce_index_panel<T>(                                      \
+  EXTERN template bool                                                                             \
+  smax::detail::loss::ce_index_panel<smax::detail::loss::direct_panel_packets, T>(                 \
+      const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, const Eigen::Index*, const bool*,    \
+      const T*, const T*, const smax::detail::loss::index_panel_params<T>&,                        \
+      smax::detail::acc_t<T>*);                                                                    \
+  EXTERN template bool                                                                             \
+  smax::detail::loss::ce_index_panel<smax::detail::loss::tiled_panel_packets, T>(                  \
       const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, const Eigen::Index*, const bool*,    \
       const T*, const T*, const smax::detail::loss::index_panel_params<T>&,                        \
       smax::detail::acc_t<T>*);                                                                    \

@@ -324,9 +324,9 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
   const T smooth = n_classes == 0 ? T(0) : eps / static_cast<T>(n_classes);
 
   // The sweep: sample_loss(d, x, xs, g, gs, gscale) returns sample d's loss (and writes
-  // its gradient row); panel(d, x, xs, g, gs, gscales, losses), when given, does
-  // panel_width<T>() samples at once where samples are contiguous and classes strided, or
-  // returns false to leave them to sample_loss.
+  // its gradient row); panel(width, d, x, xs, g, gs, gscales, losses), when given, does
+  // width (a std::integral_constant: panel_width<T, K>()) samples at once, or returns false
+  // to leave them to sample_loss.
   const auto sweep = [&](auto&& sample_loss, auto&& panel, A denom) -> T {
     const bool mean = o.reduction == ::smax::reduction::mean;
     const T red_scale = (reduced_mode && mean) ? static_cast<T>(A(1) / denom) : T(1);
@@ -353,44 +353,61 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
           }
         };
         constexpr bool has_panel = !std::is_same_v<std::decay_t<decltype(panel)>, std::nullptr_t>;
-        constexpr Index W = panel_width<T>();
+        constexpr Index Wd = panel_width<T, direct_panel_packets>();
+        constexpr Index Wt = panel_width<T, tiled_panel_packets>();
         // Samples contiguous, classes strided: panels read the batch where it lies.
-        const bool direct = has_panel && W > 1 && xb.dstride == 1 && xb.kstride != 1 &&
+        const bool direct = has_panel && Wd > 1 && xb.dstride == 1 && xb.kstride != 1 &&
                             (!has_grad || gb.dstride == 1);
+        // Wide panels where they measured faster: with a gradient to write, or when even a
+        // narrow panel's columns exceed L2 (the loss alone, in cache, ran 0.85-0.93x wide).
+        const bool wide =
+            direct && (has_grad || n_classes * Wt * Index(sizeof(T)) > (Index(1) << 20));
         // Short rows otherwise (C <= tile / W): panels of a transposed copy on the stack.
         constexpr Index tile_size = 8192 / Index(sizeof(T));
-        const bool tiled = has_panel && W > 1 && !direct && n_classes * W <= tile_size;
+        const bool tiled = has_panel && Wt > 1 && !direct && n_classes * Wt <= tile_size;
+        // Samples d .. d + W - 1 as one panel; false: left to sample_loss.
+        const auto run_panel = [&](auto width, Index d) -> bool {
+          constexpr Index W = decltype(width)::value;
+          T gscales[W];
+          A panel_losses[W];
+          for (Index i = 0; i < W; ++i) gscales[i] = gscale_of(d + i);
+          bool done = false;
+          if (direct) {
+            done = panel(width, d, xb.data + d, xb.kstride, has_grad ? gb.data + d : nullptr,
+                         gb.kstride, gscales, panel_losses);
+          } else {
+            alignas(64) T tile[tile_size];
+            for (Index c = 0; c < n_classes; ++c) {
+              for (Index i = 0; i < W; ++i) {
+                tile[i + c * W] = xb.data[(d + i) * xb.dstride + c * xb.kstride];
+              }
+            }
+            done = panel(width, d, tile, W, has_grad ? tile : nullptr, W, gscales, panel_losses);
+            if (done && has_grad) {
+              for (Index i = 0; i < W; ++i) {
+                for (Index c = 0; c < n_classes; ++c) {
+                  gb.data[(d + i) * gb.dstride + c * gb.kstride] = tile[i + c * W];
+                }
+              }
+            }
+          }
+          if (done) {
+            for (Index i = 0; i < W; ++i) record(d + i, panel_losses[i]);
+          }
+          return done;
+        };
         for (Index d = 0; d < n_samples;) {
           if constexpr (has_panel) {
-            if ((direct || tiled) && d + W <= n_samples) {
-              T gscales[W];
-              A panel_losses[W];
-              for (Index i = 0; i < W; ++i) gscales[i] = gscale_of(d + i);
-              bool done = false;
-              if (direct) {
-                done = panel(d, xb.data + d, xb.kstride, has_grad ? gb.data + d : nullptr,
-                             gb.kstride, gscales, panel_losses);
-              } else {
-                alignas(64) T tile[tile_size];
-                for (Index c = 0; c < n_classes; ++c) {
-                  for (Index i = 0; i < W; ++i) {
-                    tile[i + c * W] = xb.data[(d + i) * xb.dstride + c * xb.kstride];
-                  }
-                }
-                done = panel(d, tile, W, has_grad ? tile : nullptr, W, gscales, panel_losses);
-                if (done && has_grad) {
-                  for (Index i = 0; i < W; ++i) {
-                    for (Index c = 0; c < n_classes; ++c) {
-                      gb.data[(d + i) * gb.dstride + c * gb.kstride] = tile[i + c * W];
-                    }
-                  }
-                }
-              }
-              if (done) {
-                for (Index i = 0; i < W; ++i) record(d + i, panel_losses[i]);
-                d += W;
-                continue;
-              }
+            if (wide && d + Wd <= n_samples && run_panel(std::integral_constant<Index, Wd>{}, d)) {
+              d += Wd;
+              continue;
+            }
+            // (The last samples of a direct sweep in narrower panels: one at a time, each
+            // reads its row at the column stride.)
+            if ((direct || tiled) && d + Wt <= n_samples &&
+                run_panel(std::integral_constant<Index, Wt>{}, d)) {
+              d += Wt;
+              continue;
             }
           }
           const T* x = xb.data + d * xb.dstride;
@@ -426,8 +443,9 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
             const index_model<T> model{yc, (T(1) - eps) * w.or_one(yc), smooth, w, w_sum};
             return ce_sample(x, xs, n_classes, temperature, model, g, gs, gscale);
           },
-          [&](Index d0, const T* x, Index xs, T* g, Index gs, const T* gscales, A* out) {
-            constexpr Index W = panel_width<T>();
+          [&](auto width, Index d0, const T* x, Index xs, T* g, Index gs, const T* gscales,
+              A* out) {
+            constexpr Index W = decltype(width)::value;
             Index y[W];
             bool ignored[W];
             T hot[W];
@@ -438,7 +456,9 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
               hot[i] = ignored[i] ? T(0) : (T(1) - eps) * w.or_one(y[i]);
             }
             const index_panel_params<T> pp{smooth, w, w_sum, temperature};
-            return ce_index_panel(x, xs, g, gs, n_classes, y, ignored, hot, gscales, pp, out);
+            constexpr Index K = W == panel_width<T, direct_panel_packets>() ? direct_panel_packets
+                                                                            : tiled_panel_packets;
+            return ce_index_panel<K>(x, xs, g, gs, n_classes, y, ignored, hot, gscales, pp, out);
           },
           static_cast<A>(denom));
     });
