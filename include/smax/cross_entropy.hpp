@@ -402,8 +402,8 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
               d += Wd;
               continue;
             }
-            // (The last samples of a direct sweep in narrower panels: one at a time, each
-            // reads its row at the column stride.)
+            // Narrow panels: a whole tiled or narrow sweep, and what a wide one leaves (the
+            // last < Wt samples then go one at a time, each at the column stride).
             if ((direct || tiled) && d + Wt <= n_samples &&
                 run_panel(std::integral_constant<Index, Wt>{}, d)) {
               d += Wt;
