@@ -332,6 +332,24 @@ EIGEN_ALWAYS_INLINE Packet load_first(const T* from, Index n, T pad) {
   }
 }
 
+/// Stores the first n (< packet size) lanes of p to `to`.
+template <typename Packet, typename T>
+EIGEN_ALWAYS_INLINE void store_first(T* to, const Packet& p, Index n) {
+  namespace ei = Eigen::internal;
+#if defined(EIGEN_VECTORIZE_AVX512)
+  if constexpr (std::is_same_v<Packet, ei::Packet16f>) {
+    _mm512_mask_storeu_ps(to, static_cast<__mmask16>((1u << n) - 1u), p);
+    return;
+  } else if constexpr (std::is_same_v<Packet, ei::Packet8d>) {
+    _mm512_mask_storeu_pd(to, static_cast<__mmask8>((1u << n) - 1u), p);
+    return;
+  }
+#endif
+  alignas(64) T buf[ei::unpacket_traits<Packet>::size];
+  ei::pstore(buf, p);
+  std::copy(buf, buf + n, to);
+}
+
 /// Adds the lanes of an exp-sum block to acc: h0 and h1 (each lane seeded with one, a power
 /// of two: 1, or the 2^K of a scaled exp-sum) and the error terms l, as exactly as acc_t<T>
 /// allows.
@@ -340,12 +358,35 @@ EIGEN_ALWAYS_INLINE void add_block(Acc& acc, const Packet& h0, const Packet& h1,
                                    T one = T(1)) {
   namespace ei = Eigen::internal;
   constexpr Index ps = ei::unpacket_traits<Packet>::size;
-  alignas(64) T buf[3 * ps];
-  ei::pstore(buf, h0);
-  ei::pstore(buf + ps, h1);
   if constexpr (!exact_normalise<T>) {
     // float: the lanes of h are floats in [one, 33 one], so their sum in double is exact.
+#if defined(EIGEN_VECTORIZE_AVX512)
+    if constexpr (std::is_same_v<Packet, ei::Packet16f>) {
+      // The four partial sums below, in registers: the h lanes (exact in any order), then
+      // the l lanes four at a time in the loop's order, so the same bits. A softmax of 33
+      // floats spent most of its 74 ns here and in the exp chain.
+      const auto lo8 = [](__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); };
+      const auto hi8 = [](__m512 v) {
+        return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+      };
+      const __m512d h =
+          _mm512_add_pd(_mm512_add_pd(lo8(h0), hi8(h0)), _mm512_add_pd(lo8(h1), hi8(h1)));
+      __m256d t = _mm256_add_pd(_mm512_castpd512_pd256(h), _mm512_extractf64x4_pd(h, 1));
+      t = _mm256_add_pd(t, _mm256_cvtps_pd(_mm512_castps512_ps128(l)));
+      t = _mm256_add_pd(t, _mm256_cvtps_pd(_mm512_extractf32x4_ps(l, 1)));
+      t = _mm256_add_pd(t, _mm256_cvtps_pd(_mm512_extractf32x4_ps(l, 2)));
+      t = _mm256_add_pd(t, _mm256_cvtps_pd(_mm512_extractf32x4_ps(l, 3)));
+      alignas(32) double tt[4];
+      _mm256_store_pd(tt, t);
+      acc.add(((tt[0] + tt[1]) + (tt[2] + tt[3])) -
+              static_cast<double>(2 * ps) * static_cast<double>(one));
+      return;
+    }
+#endif
     static_assert((3 * ps) % 4 == 0, "four partial sums");
+    alignas(64) T buf[3 * ps];
+    ei::pstore(buf, h0);
+    ei::pstore(buf + ps, h1);
     ei::pstore(buf + 2 * ps, l);
     double t[4] = {0, 0, 0, 0};
     for (Index j = 0; j < 3 * ps; j += 4) {
@@ -354,6 +395,9 @@ EIGEN_ALWAYS_INLINE void add_block(Acc& acc, const Packet& h0, const Packet& h1,
     acc.add(((t[0] + t[1]) + (t[2] + t[3])) -
             static_cast<double>(2 * ps) * static_cast<double>(one));
   } else {
+    alignas(64) T buf[2 * ps];
+    ei::pstore(buf, h0);
+    ei::pstore(buf + ps, h1);
     T hi = -T(2 * ps) * one, lo = ei::predux(l);  // minus the seeds: exact
     for (Index j = 0; j < 2 * ps; ++j) {
       const T v = buf[j], s = hi + v, bv = s - hi;
@@ -435,10 +479,10 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
       alignas(64) T buf[ps];
       const Index rest = n - i;
       const T pad = sh.hmax / sh.half;
-      ei::pstore(buf,
-                 pexp_maybe_scaled<Scaled, Normal>(
-                     kk, lo_k, sh.template apply<Divide>(load_first<Packet>(x + i, rest, pad))));
-      if constexpr (Store) std::copy(buf, buf + rest, out + i);
+      const Packet e = pexp_maybe_scaled<Scaled, Normal>(
+          kk, lo_k, sh.template apply<Divide>(load_first<Packet>(x + i, rest, pad)));
+      ei::pstore(buf, e);
+      if constexpr (Store) store_first(out + i, e, rest);  // std::copy called memmove
       add_unit(acc, buf, rest, one);
       i = n;
     }
@@ -755,24 +799,6 @@ EIGEN_ALWAYS_INLINE void prefetch_lanes(const T* p, Index n, bool write = false)
 /// Longest distribution forward_lanes handles in three passes; longer ones take two passes
 /// and one more exp per entry, which pays once the columns no longer stay in L1.
 inline constexpr Index lanes_three_pass_max = 128;
-
-/// Stores the first n (< packet size) lanes of p to `to`.
-template <typename Packet, typename T>
-EIGEN_ALWAYS_INLINE void store_first(T* to, const Packet& p, Index n) {
-  namespace ei = Eigen::internal;
-#if defined(EIGEN_VECTORIZE_AVX512)
-  if constexpr (std::is_same_v<Packet, ei::Packet16f>) {
-    _mm512_mask_storeu_ps(to, static_cast<__mmask16>((1u << n) - 1u), p);
-    return;
-  } else if constexpr (std::is_same_v<Packet, ei::Packet8d>) {
-    _mm512_mask_storeu_pd(to, static_cast<__mmask8>((1u << n) - 1u), p);
-    return;
-  }
-#endif
-  alignas(64) T buf[ei::unpacket_traits<Packet>::size];
-  ei::pstore(buf, p);
-  std::copy(buf, buf + n, to);
-}
 
 /// log(sum(exp(x))) of one distribution.
 template <typename T>
