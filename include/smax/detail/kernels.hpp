@@ -138,15 +138,15 @@ EIGEN_ALWAYS_INLINE void fast_two_sum(Packet& h, Packet& l, const Packet& e) {
   h = t;
 }
 
-/// Adds n values in [0, one] (exponentials of exponents <= 0, scaled by one = 2^K) to acc:
-/// for double with Fast2Sum seeded with one (see fast_two_sum), handing over the error term;
-/// for float each addition in double is already far below float's resolution.
-template <typename T, typename Acc>
-void add_unit(Acc& acc, const T* v, Index n, T one = T(1)) {
+/// The sum of n values in [0, one] (exponentials of exponents <= 0, scaled by one = 2^K)
+/// as a value and an error term: for double by Fast2Sum seeded with one (see fast_two_sum);
+/// for float in double, each addition already far below float's resolution (error term 0).
+template <typename T>
+std::pair<acc_t<T>, acc_t<T>> unit_terms(const T* v, Index n, T one = T(1)) {
   if constexpr (!exact_normalise<T>) {
     acc_t<T> s(0);
     for (Index j = 0; j < n; ++j) s += v[j];
-    acc.add(s);
+    return {s, acc_t<T>(0)};
   } else {
     T h(one), l(0);
     for (Index j = 0; j < n; ++j) {
@@ -155,7 +155,18 @@ void add_unit(Acc& acc, const T* v, Index n, T one = T(1)) {
       l += v[j] - (t - h);
       h = t;
     }
-    acc.add(h - one, l);  // exact: one (a power of two <= h) is a multiple of h's ULP
+    return {h - one, l};  // exact: one (a power of two <= h) is a multiple of h's ULP
+  }
+}
+
+/// Adds unit_terms(v, n, one) to acc.
+template <typename T, typename Acc>
+void add_unit(Acc& acc, const T* v, Index n, T one = T(1)) {
+  const auto [s, l] = unit_terms(v, n, one);
+  if constexpr (!exact_normalise<T>) {
+    acc.add(s);
+  } else {
+    acc.add(s, l);
   }
 }
 
@@ -164,20 +175,9 @@ void add_unit(Acc& acc, const T* v, Index n, T one = T(1)) {
 /// exactly): a Vector3f softmax, 21.1 -> 18.3 ns a call.
 template <typename T>
 acc_t<T> unit_total(const T* v, Index n) {
-  if constexpr (!exact_normalise<T>) {
-    acc_t<T> s(0);
-    for (Index j = 0; j < n; ++j) s += v[j];
-    return s;
-  } else {
-    T h(1), l(0);
-    for (Index j = 0; j < n; ++j) {
-      T t = h + v[j];
-      opaque_under_fast_math(t);
-      l += v[j] - (t - h);
-      h = t;
-    }
-    return (h - T(1)) + l;
-  }
+  const auto [s, l] = unit_terms(v, n);
+  if constexpr (!exact_normalise<T>) return s;  // l is 0
+  return s + l;
 }
 
 /// The map from a logit x to the exponent d = (x - max) / T, computed so it never
@@ -350,6 +350,53 @@ EIGEN_ALWAYS_INLINE void store_first(T* to, const Packet& p, Index n) {
   std::copy(buf, buf + n, to);
 }
 
+/// A float packet as two packets of doubles (its low and high halves) and back, where the
+/// target has the conversions; `available` is false elsewhere.
+template <typename Packet>
+struct widening {
+  static constexpr bool available = false;
+};
+
+#if defined(EIGEN_VECTORIZE_SSE2)
+template <>
+struct widening<Eigen::internal::Packet4f> {
+  static constexpr bool available = true;
+  using Wide = Eigen::internal::Packet2d;
+  static Wide lo(const __m128& v) { return _mm_cvtps_pd(v); }
+  static Wide hi(const __m128& v) { return _mm_cvtps_pd(_mm_movehl_ps(v, v)); }
+  static __m128 narrow(const Wide& a, const Wide& b) {
+    return _mm_movelh_ps(_mm_cvtpd_ps(a), _mm_cvtpd_ps(b));
+  }
+};
+#endif
+#if defined(EIGEN_VECTORIZE_AVX)
+template <>
+struct widening<Eigen::internal::Packet8f> {
+  static constexpr bool available = true;
+  using Wide = Eigen::internal::Packet4d;
+  static Wide lo(const __m256& v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
+  static Wide hi(const __m256& v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+  static __m256 narrow(const Wide& a, const Wide& b) {
+    return _mm256_insertf128_ps(_mm256_zextps128_ps256(_mm256_cvtpd_ps(a)), _mm256_cvtpd_ps(b), 1);
+  }
+};
+#endif
+#if defined(EIGEN_VECTORIZE_AVX512)
+template <>
+struct widening<Eigen::internal::Packet16f> {
+  static constexpr bool available = true;
+  using Wide = Eigen::internal::Packet8d;
+  static Wide lo(const __m512& v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+  static Wide hi(const __m512& v) {
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  }
+  static __m512 narrow(const Wide& a, const Wide& b) {
+    const __m512d lo = _mm512_zextpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(a)));
+    return _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
+  }
+};
+#endif
+
 /// Adds the lanes of an exp-sum block to acc: h0 and h1 (each lane seeded with one, a power
 /// of two: 1, or the 2^K of a scaled exp-sum) and the error terms l, as exactly as acc_t<T>
 /// allows.
@@ -365,12 +412,9 @@ EIGEN_ALWAYS_INLINE void add_block(Acc& acc, const Packet& h0, const Packet& h1,
       // The four partial sums below, in registers: the h lanes (exact in any order), then
       // the l lanes four at a time in the loop's order, so the same bits. A softmax of 33
       // floats spent most of its 74 ns here and in the exp chain.
-      const auto lo8 = [](__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); };
-      const auto hi8 = [](__m512 v) {
-        return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-      };
+      using W = widening<Packet>;
       const __m512d h =
-          _mm512_add_pd(_mm512_add_pd(lo8(h0), hi8(h0)), _mm512_add_pd(lo8(h1), hi8(h1)));
+          _mm512_add_pd(_mm512_add_pd(W::lo(h0), W::hi(h0)), _mm512_add_pd(W::lo(h1), W::hi(h1)));
       __m256d t = _mm256_add_pd(_mm512_castpd512_pd256(h), _mm512_extractf64x4_pd(h, 1));
       t = _mm256_add_pd(t, _mm256_cvtps_pd(_mm512_castps512_ps128(l)));
       t = _mm256_add_pd(t, _mm256_cvtps_pd(_mm512_extractf32x4_ps(l, 1)));
@@ -2388,10 +2432,8 @@ inline double wide_dot(const float* a, const float* b, Index n) {
   double s = 0;
 #if defined(EIGEN_VECTORIZE_AVX512)
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-  const auto lo = [](__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); };
-  const auto hi = [](__m512 v) {
-    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-  };
+  const auto lo = widening<Eigen::internal::Packet16f>::lo;
+  const auto hi = widening<Eigen::internal::Packet16f>::hi;
   for (; i + 16 <= n; i += 16) {
     const __m512 va = _mm512_loadu_ps(a + i);
     if (b != nullptr) {
@@ -2722,53 +2764,6 @@ Index backward_short_rows(const T* y, Index yd, const T* dy, Index dyd, T* out, 
     return j0;
   }
 }
-
-/// A float packet as two packets of doubles (its low and high halves) and back, where the
-/// target has the conversions; `available` is false elsewhere.
-template <typename Packet>
-struct widening {
-  static constexpr bool available = false;
-};
-
-#if defined(EIGEN_VECTORIZE_SSE2)
-template <>
-struct widening<Eigen::internal::Packet4f> {
-  static constexpr bool available = true;
-  using Wide = Eigen::internal::Packet2d;
-  static Wide lo(const __m128& v) { return _mm_cvtps_pd(v); }
-  static Wide hi(const __m128& v) { return _mm_cvtps_pd(_mm_movehl_ps(v, v)); }
-  static __m128 narrow(const Wide& a, const Wide& b) {
-    return _mm_movelh_ps(_mm_cvtpd_ps(a), _mm_cvtpd_ps(b));
-  }
-};
-#endif
-#if defined(EIGEN_VECTORIZE_AVX)
-template <>
-struct widening<Eigen::internal::Packet8f> {
-  static constexpr bool available = true;
-  using Wide = Eigen::internal::Packet4d;
-  static Wide lo(const __m256& v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
-  static Wide hi(const __m256& v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
-  static __m256 narrow(const Wide& a, const Wide& b) {
-    return _mm256_insertf128_ps(_mm256_zextps128_ps256(_mm256_cvtpd_ps(a)), _mm256_cvtpd_ps(b), 1);
-  }
-};
-#endif
-#if defined(EIGEN_VECTORIZE_AVX512)
-template <>
-struct widening<Eigen::internal::Packet16f> {
-  static constexpr bool available = true;
-  using Wide = Eigen::internal::Packet8d;
-  static Wide lo(const __m512& v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-  static Wide hi(const __m512& v) {
-    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-  }
-  static __m512 narrow(const Wide& a, const Wide& b) {
-    const __m512d lo = _mm512_zextpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(a)));
-    return _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
-  }
-};
-#endif
 
 /// Packets of distributions in a backward_across panel: 4 KiB of each column, as
 /// forward_panel takes. softmax_backward 1024 x 1000 float, AVX-512: 1.65 G/s with 64
