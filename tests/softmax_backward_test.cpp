@@ -457,15 +457,17 @@ TYPED_TEST(SoftmaxBackward, ColumnMajorPanelsMatchTheClosedForms) {
 
 // Batches of short contiguous rows run 32 rows at a time across the rows (log_softmax
 // always, softmax in double); each row must come out bit for bit as it does alone, at
-// every length up to the tiles' limit, with rows padded by a wider stride, special values
-// in single rows, and the output over dy.
+// every length up to the tiles' limit, with rows padded by a wider stride or dense (from
+// 128 rows on, log_softmax writes those blocks as they lie), special values in single
+// rows, and the output over dy.
 TYPED_TEST(SoftmaxBackward, ShortRowBlocksMatchSingleRowsBitForBit) {
   using T = TypeParam;
   const T inf = std::numeric_limits<T>::infinity();
   for (const Index cols : {1, 2, 3, 7, 10, 16, 17, 31, 32, 33}) {
-    for (const Index rows : {31, 32, 70}) {
+    for (const auto& [rows, pad] :
+         {std::pair<Index, Index>{31, 5}, {32, 5}, {70, 5}, {70, 0}, {128, 0}, {165, 0}}) {
       for (const T t : {T(1), T(0.25), T(3)}) {
-        const Index width = cols + 5;  // rows sit in a wider row-major matrix
+        const Index width = cols + pad;  // rows sit in a wider row-major matrix, or dense
         MatR<T> zw(rows, width), dyw(rows, width);
         for (Index r = 0; r < rows; ++r) {
           zw.row(r) = random_logits<T>(width, logits::normal_1, 900 + std::uint32_t(r)).transpose();
