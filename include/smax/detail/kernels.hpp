@@ -363,9 +363,9 @@ template <>
 struct widening<Eigen::internal::Packet4f> {
   static constexpr bool available = true;
   using Wide = Eigen::internal::Packet2d;
-  static Wide lo(const __m128& v) { return _mm_cvtps_pd(v); }
-  static Wide hi(const __m128& v) { return _mm_cvtps_pd(_mm_movehl_ps(v, v)); }
-  static __m128 narrow(const Wide& a, const Wide& b) {
+  EIGEN_ALWAYS_INLINE static Wide lo(const __m128& v) { return _mm_cvtps_pd(v); }
+  EIGEN_ALWAYS_INLINE static Wide hi(const __m128& v) { return _mm_cvtps_pd(_mm_movehl_ps(v, v)); }
+  EIGEN_ALWAYS_INLINE static __m128 narrow(const Wide& a, const Wide& b) {
     return _mm_movelh_ps(_mm_cvtpd_ps(a), _mm_cvtpd_ps(b));
   }
 };
@@ -375,9 +375,13 @@ template <>
 struct widening<Eigen::internal::Packet8f> {
   static constexpr bool available = true;
   using Wide = Eigen::internal::Packet4d;
-  static Wide lo(const __m256& v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
-  static Wide hi(const __m256& v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
-  static __m256 narrow(const Wide& a, const Wide& b) {
+  EIGEN_ALWAYS_INLINE static Wide lo(const __m256& v) {
+    return _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+  }
+  EIGEN_ALWAYS_INLINE static Wide hi(const __m256& v) {
+    return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+  }
+  EIGEN_ALWAYS_INLINE static __m256 narrow(const Wide& a, const Wide& b) {
     return _mm256_insertf128_ps(_mm256_zextps128_ps256(_mm256_cvtpd_ps(a)), _mm256_cvtpd_ps(b), 1);
   }
 };
@@ -387,11 +391,13 @@ template <>
 struct widening<Eigen::internal::Packet16f> {
   static constexpr bool available = true;
   using Wide = Eigen::internal::Packet8d;
-  static Wide lo(const __m512& v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-  static Wide hi(const __m512& v) {
+  EIGEN_ALWAYS_INLINE static Wide lo(const __m512& v) {
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  }
+  EIGEN_ALWAYS_INLINE static Wide hi(const __m512& v) {
     return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
   }
-  static __m512 narrow(const Wide& a, const Wide& b) {
+  EIGEN_ALWAYS_INLINE static __m512 narrow(const Wide& a, const Wide& b) {
     const __m512d lo = _mm512_zextpd256_pd512(_mm256_castps_pd(_mm512_cvtpd_ps(a)));
     return _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
   }
@@ -2433,17 +2439,19 @@ inline double wide_dot(const float* a, const float* b, Index n) {
   double s = 0;
 #if defined(EIGEN_VECTORIZE_AVX512)
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-  const auto lo = widening<Eigen::internal::Packet16f>::lo;
-  const auto hi = widening<Eigen::internal::Packet16f>::hi;
+  // W's conversions called directly: through function pointers GCC 12 left them out of
+  // line, a call per packet (4096 rows of 16 / 20 floats, softmax_backward: 1.49 / 0.96
+  // against 2.70 / 2.05 G/s).
+  using W = widening<Eigen::internal::Packet16f>;
   for (; i + 16 <= n; i += 16) {
     const __m512 va = _mm512_loadu_ps(a + i);
     if (b != nullptr) {
       const __m512 vb = _mm512_loadu_ps(b + i);
-      s0 = _mm512_fmadd_pd(lo(va), lo(vb), s0);
-      s1 = _mm512_fmadd_pd(hi(va), hi(vb), s1);
+      s0 = _mm512_fmadd_pd(W::lo(va), W::lo(vb), s0);
+      s1 = _mm512_fmadd_pd(W::hi(va), W::hi(vb), s1);
     } else {
-      s0 = _mm512_add_pd(s0, lo(va));
-      s1 = _mm512_add_pd(s1, hi(va));
+      s0 = _mm512_add_pd(s0, W::lo(va));
+      s1 = _mm512_add_pd(s1, W::hi(va));
     }
   }
   s = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
