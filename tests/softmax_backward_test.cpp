@@ -456,10 +456,11 @@ TYPED_TEST(SoftmaxBackward, ColumnMajorPanelsMatchTheClosedForms) {
 }
 
 // Batches of short contiguous rows run 32 rows at a time across the rows (log_softmax
-// always, softmax in double); each row must come out bit for bit as it does alone, at
-// every length up to the tiles' limit, with rows padded by a wider stride or dense (from
-// 128 rows on, log_softmax writes those blocks as they lie), special values in single
-// rows, and the output over dy.
+// always, softmax in double), or with AVX-512 float rows of up to 16 entries four at a time
+// (one packet each); each row must come out bit for bit as it does alone, at every length
+// up to the tiles' limit, with rows padded by a wider stride or dense (from 128 rows on,
+// log_softmax writes those blocks as they lie), special values in single rows, and the
+// output over dy.
 TYPED_TEST(SoftmaxBackward, ShortRowBlocksMatchSingleRowsBitForBit) {
   using T = TypeParam;
   const T inf = std::numeric_limits<T>::infinity();
