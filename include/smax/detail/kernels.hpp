@@ -2885,15 +2885,18 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
   }
 #endif
   if constexpr (has_packet_exp<T>) {
-    if (n <= backward_short_max && ls == 1 && dys == 1 && os == 1) {
-      // Short rows: a packet at a time (a partial last one padded with 0), with the packet
-      // operations of backward_short_rows, so a row comes out the same there: a scalar
-      // dy - e * s may be contracted to an FMA where the packets are not.
+    if (ls == 1 && dys == 1 && os == 1) {
+      // Contiguous rows: a packet at a time (a partial last one padded with 0), with the
+      // packet operations of backward_short_rows, so a short row comes out the same there:
+      // a scalar dy - e * s may be contracted to an FMA where the packets are not. Longer
+      // rows too: Eigen's expression takes its last entries through the scalar exp (4096
+      // rows of 100 floats: 1.13 G/s, of 64: 2.1).
       namespace ei = Eigen::internal;
       using Packet = typename ei::packet_traits<T>::type;
       constexpr Index ps = ei::unpacket_traits<Packet>::size;
-      const Packet s =
-          ei::pset1<Packet>(static_cast<T>(short_dot(dy, static_cast<const T*>(nullptr), n)));
+      const T* none = nullptr;
+      const Packet s = ei::pset1<Packet>(static_cast<T>(
+          n <= backward_short_max ? short_dot(dy, none, n) : dot_blocks(dy, dys, none, 1, n)));
       for (Index i0 = 0; i0 < n; i0 += ps) {
         const Index len = std::min(ps, n - i0);
         const bool whole = len == ps;
