@@ -456,15 +456,15 @@ TYPED_TEST(SoftmaxBackward, ColumnMajorPanelsMatchTheClosedForms) {
 }
 
 // Batches of short contiguous rows run 32 rows at a time across the rows (log_softmax
-// always, softmax in double), or with AVX-512 float rows of up to 16 entries four at a time
-// (one packet each); each row must come out bit for bit as it does alone, at every length
+// always, softmax in double), or with AVX-512 float rows four at a time (up to four packets
+// each); each row must come out bit for bit as it does alone, at every length
 // up to the tiles' limit, with rows padded by a wider stride or dense (from 128 rows on,
 // log_softmax writes those blocks as they lie), special values in single rows, and the
 // output over dy.
 TYPED_TEST(SoftmaxBackward, ShortRowBlocksMatchSingleRowsBitForBit) {
   using T = TypeParam;
   const T inf = std::numeric_limits<T>::infinity();
-  for (const Index cols : {1, 2, 3, 7, 10, 16, 17, 31, 32, 33}) {
+  for (const Index cols : {1, 2, 3, 7, 10, 16, 17, 31, 32, 33, 48, 63, 64, 65}) {
     for (const auto& [rows, pad] :
          {std::pair<Index, Index>{31, 5}, {32, 5}, {70, 5}, {70, 0}, {128, 0}, {165, 0}}) {
       for (const T t : {T(1), T(0.25), T(3)}) {

@@ -266,7 +266,7 @@ TYPED_TEST(SoftmaxPolicy, AnyNaNPoisonsTheDistribution) {
       positions.resize(static_cast<std::size_t>(n));
       std::iota(positions.begin(), positions.end(), Index(0));
     } else {
-      positions = {0, 1, n / 2, n - 17, n - 2, n - 1};
+      positions = std::vector<Index>{0, 1, n / 2, n - 17, n - 2, n - 1};
     }
     const Vec<T> base = random_logits<T>(n, logits::normal_30, 17);
     for (Index pos : positions) {

@@ -536,7 +536,7 @@ inline constexpr logits all_logit_kinds[] = {logits::normal_1, logits::normal_30
 
 /// Sizes that cover scalar code, every packet width (4, 8, 16 lanes) and its tails, and
 /// more than one 256-entry block.
-inline constexpr Index sweep_sizes[] = {1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 1000, 4097};
+inline constexpr Index sweep_sizes[] = {1, 2, 3, 7, 8, 15, 16, 17, 31, 33, 47, 64, 1000, 4097};
 
 /// n logits of the given kind from a generator seeded with `seed` (same seed, same values).
 /// near_ties: 0.75 + N(0, 1e-3), a third of them exactly 0.75.

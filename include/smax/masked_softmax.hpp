@@ -894,7 +894,8 @@ void masked_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, I
   const Index ks = m.kstride;
   const T zero(0);
   if (n <= backward_short_max && ys == 1 && dys == 1 && os == 1) {
-    // Short rows: plain branch-free loops, as the unmasked kernels do.
+    // Short rows: plain branch-free loops, as the unmasked kernels do (in order; AVX-512
+    // float rows there take packet_row_backward's tree instead).
     acc_t<T> s(0);
     for (Index i = 0; i < n; ++i) {
       const acc_t<T> v = Op == backward_op::softmax

@@ -2679,17 +2679,19 @@ struct dense_sums_plan {
 #endif
 
 #if defined(EIGEN_VECTORIZE_AVX512)
-/// Float rows of up to packet_row_max entries, one or two packets each (AVX-512). A row's
+/// Float rows of up to packet_row_max entries, up to four packets each (AVX-512). A row's
 /// sum (<y, dy>, or sum dy when Log) is taken in double in a fixed tree: each packet's two
 /// halves widened (softmax: the exact products) and added lane by lane, the packets' 8
 /// lanes added in order, then halves of 4, 2 and 1 lanes. One row (packet_row_sum) and four
 /// side by side (packet_rows_sum4) run the same additions, so a row's gradient does not
 /// depend on its neighbours. The loops they replace spent their time in a chain of
-/// dependent double adds (4096 rows of 10 / 20: 1.26 / 2.05 G/s). log_softmax takes one
-/// packet: rows of 17-32 would spend a second exponential on a mostly empty packet, where
+/// dependent double adds (4096 rows of 10 / 20: 1.26 / 2.05 G/s), or in Eigen's
+/// expressions and their scalar tails (33 / 40: 1.37 / 1.56). log_softmax takes one packet:
+/// rows of 17-32 would spend a second exponential on a mostly empty packet, where
 /// backward_short_rows' tiles run whole ones.
 template <bool Log>
-inline constexpr Index packet_row_max = Log ? 16 : 32;
+inline constexpr Index packet_row_max = Log ? 16 : 64;
+inline constexpr int packet_row_packets = 4;  // packet_row_max<false> / 16
 
 /// The 8 double terms of a row's sum before the tree, from its np packets.
 template <bool Log>
@@ -2731,7 +2733,7 @@ EIGEN_ALWAYS_INLINE __mmask16 packet_row_mask(Index n, int k) {
   return r >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << r) - 1u);
 }
 
-/// The backward pass of one float row of 0 < n <= packet_row_max<Log> entries; the loads
+/// The backward pass of one float row of n <= packet_row_max<Log> entries; the loads
 /// end at the row's last entry (load_first), where a masked load waits for earlier stores
 /// to the bytes past it. Out of line: inlined into softmax_backward_one it tipped GCC 12
 /// into calling that and short_dot once per row of 17-32 entries.
@@ -2739,8 +2741,8 @@ template <bool Log>
 EIGEN_DONT_INLINE void packet_row_backward(const float* y, const float* dy, float* out, Index n,
                                            float temperature) {
   using P = Eigen::internal::Packet16f;
-  const int np = n > 16 ? 2 : 1;
-  __m512 yv[2], dv[2];
+  const int np = static_cast<int>((n + 15) / 16);
+  __m512 yv[packet_row_packets], dv[packet_row_packets];
   for (int k = 0; k < np; ++k) {
     const Index r = n - 16 * k;
     yv[k] = r >= 16 ? _mm512_loadu_ps(y + 16 * k) : load_first<P>(y + 16 * k, r, 0.0f);
@@ -2822,10 +2824,19 @@ void packet_rows_backward_np(const float* y, Index yd, const float* dy, Index dy
 template <bool Log>
 void packet_rows_backward(const float* y, Index yd, const float* dy, Index dyd, float* out,
                           Index od, Index count, Index n, float temperature) {
-  if (n > 16) {
-    packet_rows_backward_np<Log, 2>(y, yd, dy, dyd, out, od, count, n, temperature);
-  } else {
+  if constexpr (Log) {
     packet_rows_backward_np<Log, 1>(y, yd, dy, dyd, out, od, count, n, temperature);
+  } else {
+    switch ((n + 15) / 16) {
+      case 1:
+        return packet_rows_backward_np<Log, 1>(y, yd, dy, dyd, out, od, count, n, temperature);
+      case 2:
+        return packet_rows_backward_np<Log, 2>(y, yd, dy, dyd, out, od, count, n, temperature);
+      case 3:
+        return packet_rows_backward_np<Log, 3>(y, yd, dy, dyd, out, od, count, n, temperature);
+      default:
+        return packet_rows_backward_np<Log, 4>(y, yd, dy, dyd, out, od, count, n, temperature);
+    }
   }
 }
 #endif
@@ -2834,14 +2845,14 @@ void packet_rows_backward(const float* y, Index yd, const float* dy, Index dyd, 
 template <typename T>
 void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, Index os, Index n,
                           T temperature) {
-  if (n <= backward_short_max && ys == 1 && dys == 1 && os == 1) {
 #if defined(EIGEN_VECTORIZE_AVX512)
-    if constexpr (std::is_same_v<T, float>) {
-      if (n <= packet_row_max<false>) {
-        return packet_row_backward<false>(y, dy, out, n, temperature);
-      }
+  if constexpr (std::is_same_v<T, float>) {
+    if (n <= packet_row_max<false> && ys == 1 && dys == 1 && os == 1) {
+      return packet_row_backward<false>(y, dy, out, n, temperature);
     }
+  }
 #endif
+  if (n <= backward_short_max && ys == 1 && dys == 1 && os == 1) {
     // Short rows: plain loops, no per-row map and block machinery.
     const T g = static_cast<T>(short_dot(y, dy, n));
     if (temperature == T(1)) {
