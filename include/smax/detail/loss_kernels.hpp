@@ -1278,6 +1278,18 @@ void sigmoid_run(const T* x, Index xs, T* y, Index ys, Index n) {
   }
 }
 
+/// One loss of bce_run in long double, with its zero-safe products: a factor that is 0
+/// makes its term 0 even where softplus is inf.
+template <typename T>
+T bce_wide(T x, T y, T w, T pw) {
+  using L = long double;
+  const auto times = [](L f, L v) { return f == 0 ? L(0) : f * v; };
+  const L xl = x, yl = y;
+  const L lp = std::log1p(std::exp(-std::fabs(xl)));
+  const L sp_pos = std::max(xl, L(0)) + lp, sp_neg = std::max(-xl, L(0)) + lp;
+  return static_cast<T>(times(w, times(L(pw) * yl, sp_neg) + times(L(1) - yl, sp_pos)));
+}
+
 /// BCE-with-logits of one strided run of n elements of classes c0, c0 + cstep, ... (class
 /// weights w and positive weights pw: each empty, a single value, or one per class):
 ///   l = w_c [pw_c y softplus(-x) + (1 - y) softplus(x)],   a term whose factor (pw_c y or
@@ -1324,6 +1336,12 @@ acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const stri
       const auto a_neg = T(1) - ym;  // factor of -log sigmoid(-x)
       const zero_safe_product_op<T> times;
       om = wm.binaryExpr(a_pos.binaryExpr(sp_neg, times) + a_neg.binaryExpr(sp_pos, times), times);
+      // The product of three factors can overflow on the way to a finite loss (x = -1.7e38,
+      // y = 0.85, pw_c y softplus(-x) = inf in float, w_c that brings it to 1.2e37): an
+      // infinite loss is taken again in long double, which gives inf only where it is.
+      for (Index i = 0; i < len; ++i) {
+        if (!is_finite(ob[i]) && !is_nan(ob[i])) ob[i] = bce_wide(xb[i], yb[i], wb[i], pb[i]);
+      }
       // Chunk sums in T, chunks combined in A.
       if (want_loss) total.add(static_cast<A>(packet_sum(ob, len)));
       if (l != nullptr) {
