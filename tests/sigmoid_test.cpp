@@ -217,6 +217,26 @@ TYPED_TEST(BinaryCrossEntropy, HandComputedValues) {
   EXPECT_TRUE(all_close(r.grad, g, tol<T>::rel * 4, 1e-2));
 }
 
+// A finite loss whose factors overflow in T on the way: pos_weight y softplus(-x) with
+// x = -max / 2 exceeds max, the weight brings it back (fuzz_sigmoid_bce: float
+// x = -1.7e38, y = 0.85 gave inf against 1.22e37).
+TYPED_TEST(BinaryCrossEntropy, OverflowingFactorsOfAFiniteLoss) {
+  using T = TypeParam;
+  using L = long double;
+  Vec<T> x(1), y(1), pw(1), w(1);
+  x << -std::numeric_limits<T>::max() / 2;
+  y << T(0.85);
+  pw << T(1e10);
+  w << T(1e-11);
+  smax::binary_cross_entropy_options<T> o;
+  o.pos_weight = pw;
+  o.weight = w;
+  const L expected = L(w(0)) * (L(pw(0)) * L(y(0)) * -L(x(0)));  // softplus(x) = 0 in L too
+  const T loss = smax::binary_cross_entropy_with_logits(x, y, o);
+  EXPECT_TRUE(std::isfinite(loss)) << loss;
+  EXPECT_TRUE(close(loss, expected, tol<T>::rel * 4)) << loss << " against " << expected;
+}
+
 TYPED_TEST(BinaryCrossEntropy, MatchesPyTorchFormulaForEveryOption) {
   using T = TypeParam;
   const Mat<T> x = smax_test::loss::random_matrix<T>(4, 5, 202, -8, 8);

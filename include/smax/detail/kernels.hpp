@@ -2676,6 +2676,22 @@ struct dense_sums_plan {
     }
   }
 };
+
+/// The backward pass of a block of lane_block dense rows as it lies (whole packets), from
+/// the rows' sums g[0..lane_block); out may alias y or dy exactly.
+template <bool Log, typename T>
+EIGEN_ALWAYS_INLINE void dense_block_backward(const T* y, const T* dy, T* out,
+                                              const dense_sums_plan<T>& plan, const T* g,
+                                              T temperature) {
+  namespace ei = Eigen::internal;
+  using Packet = typename dense_sums_plan<T>::Packet;
+  constexpr int ps = dense_sums_plan<T>::ps;
+  for (int q = 0; q < plan.packets; ++q) {
+    ei::pstoreu(out + q * ps, backward_packet<Log>(ei::ploadu<Packet>(y + q * ps),
+                                                   ei::ploadu<Packet>(dy + q * ps), plan.sums(g, q),
+                                                   temperature));
+  }
+}
 #endif
 
 #if defined(EIGEN_VECTORIZE_AVX512)
@@ -2785,14 +2801,7 @@ void packet_rows_backward_np(const float* y, Index yd, const float* dy, Index dy
           const __m256 gs = _mm512_cvtpd_ps(packet_rows_sum4(t));
           _mm_store_ps(g + r0, _mm256_castps256_ps128(_mm256_permutevar8x32_ps(gs, evens)));
         }
-        const float* yb = y + j * yd;
-        const float* db = dy + j * dyd;
-        float* ob = out + j * od;
-        for (int q = 0; q < plan.packets; ++q) {
-          _mm512_storeu_ps(ob + q * 16, backward_packet<true>(_mm512_loadu_ps(yb + q * 16),
-                                                              _mm512_loadu_ps(db + q * 16),
-                                                              plan.sums(g, q), temperature));
-        }
+        dense_block_backward<true>(y + j * yd, dy + j * dyd, out + j * od, plan, g, temperature);
       }
     }
   }
@@ -3018,15 +3027,7 @@ Index backward_short_rows(const T* y, Index yd, const T* dy, Index dyd, T* out, 
       }
 #if defined(EIGEN_VECTORIZE_AVX512)
       if (dense) {
-        // The block as it lies: lane_block * len entries, whole packets.
-        const T* yb = y + j0 * yd;
-        const T* db = dy + j0 * dyd;
-        T* ob = out + j0 * od;
-        for (int q = 0; q < plan->packets; ++q) {
-          ei::pstoreu(ob + q * ps, backward_packet<Log>(ei::ploadu<Packet>(yb + q * ps),
-                                                        ei::ploadu<Packet>(db + q * ps),
-                                                        plan->sums(g, q), temperature));
-        }
+        dense_block_backward<Log>(y + j0 * yd, dy + j0 * dyd, out + j0 * od, *plan, g, temperature);
         continue;
       }
 #endif

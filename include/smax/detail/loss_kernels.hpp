@@ -1339,8 +1339,10 @@ acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const stri
       // The product of three factors can overflow on the way to a finite loss (x = -1.7e38,
       // y = 0.85, pw_c y softplus(-x) = inf in float, w_c that brings it to 1.2e37): an
       // infinite loss is taken again in long double, which gives inf only where it is.
-      for (Index i = 0; i < len; ++i) {
-        if (!is_finite(ob[i]) && !is_nan(ob[i])) ob[i] = bce_wide(xb[i], yb[i], wb[i], pb[i]);
+      if (!all_finite_bits(ob, len)) {
+        for (Index i = 0; i < len; ++i) {
+          if (!is_finite(ob[i]) && !is_nan(ob[i])) ob[i] = bce_wide(xb[i], yb[i], wb[i], pb[i]);
+        }
       }
       // Chunk sums in T, chunks combined in A.
       if (want_loss) total.add(static_cast<A>(packet_sum(ob, len)));
