@@ -10,7 +10,8 @@ Benchmarks are named <op>/<contender>/<rows>/<cols>. For each op this prints the
 items_per_second in G elements/s per contender and shape, then smax's ratio to the best
 safe peer (every non-smax contender except the overflow-prone naive_eigen_unsafe), to
 oneDNN, to the copy roof of the same shape (roof/memcpy for forward ops, roof/add3 for
-backward ops, roof_f64/memcpy for fp64), to the throughput of smax's own exp on
+backward ops, roof_f64/memcpy for fp64; each the faster of plain stores and non-temporal
+ones, the _nt variants), to the throughput of smax's own exp on
 cache-resident data (forward ops), and, for column-major storage, smax's strided path to
 the best peer on the same layout.
 """
@@ -99,7 +100,11 @@ def main():
             continue
         backward = "backward" in op
         roof_op = "roof_f64" if op.endswith("_f64") else "roof"
-        roof = ops.get(roof_op, {}).get("add3" if backward else "memcpy", {})
+        # The copy roof of a shape: the faster of plain and non-temporal stores.
+        kind = "add3" if backward else "memcpy"
+        roofs = [ops.get(roof_op, {}).get(k, {}) for k in (kind, kind + "_nt")]
+        roof_of = lambda s: max([med[r[s]] for r in roofs if s in r and r[s] in med],
+                                default=None)
         exp_roof = med.get(f"{roof_op}/exp_smax/1024")
         # The issue's roofline: the lower of the copy roof and Eigen's exp throughput (an op
         # without an exp, softmax_backward, has only the copy roof).
@@ -124,10 +129,10 @@ def main():
                     row.append("-")
                     continue
                 if pick == "roof":
-                    ref = med.get(roof.get(s, ""))
+                    ref = roof_of(s)
                     who = None
                 elif pick == "roofline":
-                    refs = [med.get(roof.get(s, ""))] + ([eigen_exp] if has_exp else [])
+                    refs = [roof_of(s)] + ([eigen_exp] if has_exp else [])
                     refs = [r for r in refs if r is not None]
                     ref = min(refs) if refs else None
                     who = None

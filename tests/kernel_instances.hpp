@@ -20,20 +20,20 @@
 // definitions in kernel_instances.cpp.
 #define SMAX_TEST_KERNEL_LIST(EXTERN, T)                                                           \
   EXTERN template void smax::detail::run_forward_serial<smax::detail::forward_op::softmax, T>(     \
-      const smax::detail::batch<const T>&, const smax::detail::batch<T>&, T);                      \
+      const smax::detail::batch<const T>&, const smax::detail::batch<T>&, T, bool);                \
   EXTERN template void smax::detail::run_forward_serial<smax::detail::forward_op::log_softmax, T>( \
-      const smax::detail::batch<const T>&, const smax::detail::batch<T>&, T);                      \
+      const smax::detail::batch<const T>&, const smax::detail::batch<T>&, T, bool);                \
   EXTERN template void smax::detail::forward_one<smax::detail::forward_op::softmax, T>(            \
-      const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T);                                  \
+      const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T, bool);                            \
   EXTERN template void smax::detail::forward_one<smax::detail::forward_op::log_softmax, T>(        \
-      const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T);                                  \
+      const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T, bool);                            \
   EXTERN template void smax::detail::logsumexp_batch<T>(                                           \
       const T*, Eigen::Index, Eigen::Index, Eigen::Index, Eigen::Index, T*, Eigen::Index);         \
   EXTERN template T smax::detail::logsumexp_one<T>(const T*, Eigen::Index, Eigen::Index);          \
   EXTERN template void smax::detail::softmax_backward_one<T>(                                      \
-      const T*, Eigen::Index, const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T);          \
+      const T*, Eigen::Index, const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T, bool);    \
   EXTERN template void smax::detail::log_softmax_backward_one<T>(                                  \
-      const T*, Eigen::Index, const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T);          \
+      const T*, Eigen::Index, const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T, bool);    \
   EXTERN template Eigen::Index smax::detail::backward_short_rows<false, T>(                        \
       const T*, Eigen::Index, const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index,              \
       Eigen::Index, T);                                                                            \

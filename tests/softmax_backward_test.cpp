@@ -510,4 +510,75 @@ TYPED_TEST(SoftmaxBackward, ShortRowBlocksMatchSingleRowsBitForBit) {
   }
 }
 
+/// Lowers the threshold of the non-temporal output stores for its lifetime.
+struct streaming_everything {
+  std::int64_t saved = smax::detail::stream_min_bytes();
+  streaming_everything() { smax::detail::stream_min_bytes() = 0; }
+  ~streaming_everything() { smax::detail::stream_min_bytes() = saved; }
+};
+
+// Large outputs go out through non-temporal stores from the output's first 64-byte boundary
+// on (kernels.hpp: stream_pays): the same bits as plain stores, at every offset of the
+// output from that boundary, for rows of every length class, at T = 1, below and above,
+// and written over dy.
+TYPED_TEST(SoftmaxBackward, StreamedOutputsMatchBitForBit) {
+  using T = TypeParam;
+  for (const Index cols : {1, 17, 33, 65, 100, 1000, 1001}) {
+    const Index rows = 3;
+    MatR<T> z(rows, cols), dy(rows, cols);
+    for (Index r = 0; r < rows; ++r) {
+      z.row(r) = random_logits<T>(cols, logits::normal_1, 300 + std::uint32_t(r)).transpose();
+      dy.row(r) = random_upstream<T>(cols, 310 + std::uint32_t(r)).transpose();
+    }
+    for (const T t : {T(1), T(0.25), T(3)}) {
+      const MatR<T> y = smax::softmax(z, smax::rowwise, t);
+      const MatR<T> logy = smax::log_softmax(z, smax::rowwise, t);
+      const MatR<T> gy = smax::softmax_backward(y, dy, smax::rowwise, t);
+      const MatR<T> gl = smax::log_softmax_backward(logy, dy, smax::rowwise, t);
+      for (Index offset = 0; offset < 17; offset += 3) {
+        std::vector<T> buf(static_cast<std::size_t>(rows * cols + offset + 16));
+        Eigen::Map<MatR<T>> out(buf.data() + offset, rows, cols);
+        const streaming_everything streamed;
+        smax::softmax_backward_into(out, y, dy, smax::rowwise, t);
+        ASSERT_TRUE(bit_equal(MatR<T>(out), gy))
+            << cols << " columns, T = " << t << ", offset " << offset;
+        smax::log_softmax_backward_into(out, logy, dy, smax::rowwise, t);
+        ASSERT_TRUE(bit_equal(MatR<T>(out), gl))
+            << cols << " columns, T = " << t << ", offset " << offset;
+        out = dy;
+        smax::softmax_backward_into(out, y, out, smax::rowwise, t);
+        ASSERT_TRUE(bit_equal(MatR<T>(out), gy)) << "over dy, " << cols << " columns, T = " << t;
+      }
+    }
+  }
+}
+
+// The float <y, dy> of long rows adds float products and their exact errors (kernels.hpp:
+// packet_row_total). Where those errors are not exact (products below about 2^-103) or a
+// product overflows float, the row is summed again with products exact in double: the
+// gradient's g is then <y, dy> rounded once to float, as for every other row.
+TEST(SoftmaxBackwardLongRows, TinyAndOverflowingProductsKeepAnExactSum) {
+  const Index n = 1000;
+  Vec<float> y = Vec<float>::Constant(n, 1e-20f), dy(n);
+  std::mt19937 gen(5);
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (Index i = 0; i < n; ++i) dy(i) = 1e-25f * u(gen);  // products near denorm_min
+  y(0) = 1e10f;                                           // out_0 = -1e10 g shows g's error
+  dy(0) = 0;
+  const Vec<float> tiny = smax::softmax_backward(y, dy);
+  const float g = static_cast<float>((hi(y) * hi(dy)).sum());
+  ASSERT_NE(g, 0.0f);
+  EXPECT_EQ(tiny(0), -(y(0) * g));  // summed from rounded products: 10 denorm_min off
+  // Two products beyond float's range that cancel (1e40 - 1e40): g = 0, not NaN.
+  y.setConstant(1e-3f);
+  dy.setZero();
+  y(0) = y(1) = 1e20f;
+  dy(0) = 1e20f;
+  dy(1) = -1e20f;
+  const Vec<float> huge = smax::softmax_backward(y, dy);
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(huge(0), inf);  // 1e20 * 1e20 overflows, as its exact value does
+  EXPECT_EQ(huge(1), -inf);
+  EXPECT_TRUE((huge.tail(n - 2).array() == 0.0f).all()) << huge.tail(n - 2).transpose();
+}
 }  // namespace

@@ -960,4 +960,40 @@ TYPED_TEST(SoftmaxBatchLimits, ColumnMajorPanelsAgreeAtAnySizeOffsetAndStride) {
   }
 }
 
+// Large log_softmax outputs go out through non-temporal stores from the output's first
+// 64-byte boundary on (kernels.hpp: stream_pays): the same bits as plain stores at every
+// offset from that boundary, at T = 1, below and above, in place too. softmax keeps plain
+// stores, which the same check covers.
+TYPED_TEST(SoftmaxBatchLimits, StreamedOutputsMatchBitForBit) {
+  using T = TypeParam;
+  for (const Index cols : {1, 17, 100, 1000, 1001}) {
+    const Index rows = 3;
+    MatR<T> z(rows, cols);
+    for (Index r = 0; r < rows; ++r) {
+      z.row(r) = random_logits<T>(cols, logits::normal_1, 500 + std::uint32_t(r)).transpose();
+    }
+    z(1, 7 % cols) = -std::numeric_limits<T>::infinity();
+    for (const T t : {T(1), T(0.25), T(3)}) {
+      const MatR<T> y = smax::softmax(z, smax::rowwise, t);
+      const MatR<T> logy = smax::log_softmax(z, smax::rowwise, t);
+      const std::int64_t saved = smax::detail::stream_min_bytes();
+      smax::detail::stream_min_bytes() = 0;
+      for (Index offset = 0; offset < 17; offset += 3) {
+        std::vector<T> buf(static_cast<std::size_t>(rows * cols + offset + 16));
+        Eigen::Map<MatR<T>> out(buf.data() + offset, rows, cols);
+        smax::log_softmax_into(out, z, smax::rowwise, t);
+        EXPECT_TRUE(bit_equal(MatR<T>(out), logy))
+            << cols << " columns, T = " << t << ", offset " << offset;
+        smax::softmax_into(out, z, smax::rowwise, t);
+        EXPECT_TRUE(bit_equal(MatR<T>(out), y))
+            << cols << " columns, T = " << t << ", offset " << offset;
+        out = z;
+        smax::log_softmax_into(out, out, smax::rowwise, t);
+        EXPECT_TRUE(bit_equal(MatR<T>(out), logy)) << "in place, " << cols << " columns, T = " << t;
+      }
+      smax::detail::stream_min_bytes() = saved;
+    }
+  }
+}
+
 }  // namespace

@@ -100,7 +100,8 @@ auto output_batch(const Eigen::DenseBase<Out>& out, Axis axis) {
 }
 
 template <forward_op Op, typename T>
-void run_forward_serial(const batch<const T>& in, const batch<T>& out, T temperature) {
+void run_forward_serial(const batch<const T>& in, const batch<T>& out, T temperature,
+                        bool stream = false) {
   if (in.kstride != 1 && in.dstride == 1 && out.dstride == 1 && in.count > 1) {
     // Distributions side by side (rows of a column-major matrix): vectorise across them.
     forward_across<Op>(in.data, in.kstride, out.data, out.kstride, in.count, in.length,
@@ -123,7 +124,7 @@ void run_forward_serial(const batch<const T>& in, const batch<T>& out, T tempera
   }
   for (Index d = 0; d < in.count; ++d) {
     forward_one<Op>(in.data + d * in.dstride, in.kstride, out.data + d * out.dstride, out.kstride,
-                    in.length, temperature);
+                    in.length, temperature, stream);
   }
 }
 
@@ -132,8 +133,10 @@ void run_forward(const batch<const T>& in, const batch<T>& out, T temperature) {
   // Nothing to write.
   if (in.count == 0 || in.length == 0) return;
   const Index align = split_align<T>(in.dstride, in.kstride, in.length);
+  const bool stream = stream_pays(in.count * in.length * static_cast<Index>(sizeof(T)));
   for_each_range(in.count, in.length, align, [&](Index begin, Index end) {
-    run_forward_serial<Op>(sub_batch(in, begin, end), sub_batch(out, begin, end), temperature);
+    run_forward_serial<Op>(sub_batch(in, begin, end), sub_batch(out, begin, end), temperature,
+                           stream);
   });
 }
 
@@ -211,6 +214,7 @@ void backward_into(const char* function, const Eigen::DenseBase<Out>& out,
       const bool side_by_side =
           yb.dstride == 1 && db.dstride == 1 && ob.dstride == 1 && yb.kstride != 1 && yb.count > 1;
       const Index align = side_by_side ? lane_block : Index(1);
+      const bool stream = stream_pays(yb.count * yb.length * static_cast<Index>(sizeof(T)));
       for_each_range(yb.count, yb.length, align, [&](Index begin, Index end) {
         if (side_by_side) {
           // Distributions side by side (rows of a column-major matrix): vectorise across.
@@ -229,10 +233,10 @@ void backward_into(const char* function, const Eigen::DenseBase<Out>& out,
           T* op = ob.data + d * ob.dstride;
           if constexpr (Op == backward_op::softmax) {
             softmax_backward_one(yp, yb.kstride, dp, db.kstride, op, ob.kstride, yb.length,
-                                 temperature);
+                                 temperature, stream);
           } else {
             log_softmax_backward_one(yp, yb.kstride, dp, db.kstride, op, ob.kstride, yb.length,
-                                     temperature);
+                                     temperature, stream);
           }
         }
       });
