@@ -46,8 +46,9 @@ fi
   echo '```'
   echo
   echo "Roofline: the lower of the copy roof (roof/memcpy for forward ops, roof/add3 for the"
-  echo "backward passes: the bytes the op must move at least, measured at the same shape) and"
-  echo "Eigen's vectorised exp on cache-resident data (roof/exp_eigen)."
+  echo "backward passes: the bytes the op must move at least, measured at the same shape, each"
+  echo "the faster of plain and non-temporal stores, the _nt variants) and Eigen's vectorised"
+  echo "exp on cache-resident data (roof/exp_eigen)."
   python3 "$here/summarize.py" "$json"
 } > "$here/RESULTS.md"
 echo "wrote $json and $here/RESULTS.md"

@@ -551,6 +551,28 @@ TYPED_TEST(SoftmaxBackward, StreamedOutputsMatchBitForBit) {
       }
     }
   }
+  // Rows of a column-major matrix: its panels stream where each column starts a 64-byte line.
+  const Index rows = 48, cols = 300;
+  Mat<T> z(rows, cols), dy(rows, cols);
+  for (Index r = 0; r < rows; ++r) {
+    z.row(r) = random_logits<T>(cols, logits::normal_1, 400 + std::uint32_t(r)).transpose();
+    dy.row(r) = random_upstream<T>(cols, 410 + std::uint32_t(r)).transpose();
+  }
+  for (const T t : {T(1), T(0.25), T(3)}) {
+    const Mat<T> y = smax::softmax(z, smax::rowwise, t);
+    const Mat<T> logy = smax::log_softmax(z, smax::rowwise, t);
+    const Mat<T> gy = smax::softmax_backward(y, dy, smax::rowwise, t);
+    const Mat<T> gl = smax::log_softmax_backward(logy, dy, smax::rowwise, t);
+    const streaming_everything streamed;
+    Mat<T> out(rows, cols);
+    smax::softmax_backward_into(out, y, dy, smax::rowwise, t);
+    ASSERT_TRUE(bit_equal(out, gy)) << "column-major, T = " << t;
+    smax::log_softmax_backward_into(out, logy, dy, smax::rowwise, t);
+    ASSERT_TRUE(bit_equal(out, gl)) << "column-major, T = " << t;
+    out = dy;
+    smax::log_softmax_backward_into(out, logy, out, smax::rowwise, t);
+    ASSERT_TRUE(bit_equal(out, gl)) << "column-major over dy, T = " << t;
+  }
 }
 
 // The float <y, dy> of long rows adds float products and their exact errors (kernels.hpp:

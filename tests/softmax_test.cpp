@@ -994,6 +994,24 @@ TYPED_TEST(SoftmaxBatchLimits, StreamedOutputsMatchBitForBit) {
       smax::detail::stream_min_bytes() = saved;
     }
   }
+  // Rows of a column-major matrix: its panels stream where each column starts a 64-byte line.
+  const Index rows = 48, cols = 300;
+  Mat<T> z(rows, cols);
+  for (Index r = 0; r < rows; ++r) {
+    z.row(r) = random_logits<T>(cols, logits::normal_1, 520 + std::uint32_t(r)).transpose();
+  }
+  for (const T t : {T(1), T(0.25), T(3)}) {
+    const Mat<T> y = smax::softmax(z, smax::rowwise, t);
+    const Mat<T> logy = smax::log_softmax(z, smax::rowwise, t);
+    const std::int64_t saved = smax::detail::stream_min_bytes();
+    smax::detail::stream_min_bytes() = 0;
+    Mat<T> out(rows, cols);
+    smax::log_softmax_into(out, z, smax::rowwise, t);
+    EXPECT_TRUE(bit_equal(out, logy)) << "column-major, T = " << t;
+    smax::softmax_into(out, z, smax::rowwise, t);
+    EXPECT_TRUE(bit_equal(out, y)) << "column-major, T = " << t;
+    smax::detail::stream_min_bytes() = saved;
+  }
 }
 
 }  // namespace

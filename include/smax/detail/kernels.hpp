@@ -2166,12 +2166,36 @@ void panel_factors(const panel_state<T>& st, Index nb, T* sc) {
   }
 }
 
-/// Writes f(j, packet of x) for each column slice of nb lanes, packet by packet.
+/// Writes f(j, packet of x) for each column slice of nb lanes, packet by packet; with
+/// `stream` (stream_pays), through non-temporal stores where every whole packet of y starts
+/// a 64-byte line (AVX-512).
 template <typename Packet, typename T, typename F>
 EIGEN_ALWAYS_INLINE void panel_write(const T* x, Index xk, T* y, Index yk, Index nb, Index len,
-                                     F&& f) {
+                                     F&& f, bool stream = false) {
   constexpr Index ps = Eigen::internal::unpacket_traits<Packet>::size;
   const Index whole = nb / ps * ps;
+#if defined(EIGEN_VECTORIZE_AVX512)
+  if constexpr (ps * Index(sizeof(T)) == 64) {
+    if (stream && reinterpret_cast<std::uintptr_t>(y) % 64 == 0 &&
+        (yk * Index(sizeof(T))) % 64 == 0) {
+      for (Index k = 0; k < len; ++k) {
+        const T* xc = x + k * xk;
+        T* yc = y + k * yk;
+        for (Index j = 0; j < whole; j += ps) {
+          stream_packet(yc + j, f(j, Eigen::internal::ploadu<Packet>(xc + j)));
+        }
+        if (whole < nb) {
+          store_first(yc + whole, f(whole, load_first<Packet>(xc + whole, nb - whole, T(0))),
+                      nb - whole);
+        }
+      }
+      _mm_sfence();
+      return;
+    }
+  }
+#else
+  (void)stream;
+#endif
   for (Index k = 0; k < len; ++k) {
     const T* xc = x + k * xk;
     T* yc = y + k * yk;
@@ -2199,7 +2223,8 @@ inline constexpr Index panel_store_bytes = Index(4) << 20;
 /// written nothing, where some lane's maximum is +inf or NaN (or, past panel_max_first
 /// entries, -inf).
 template <forward_op Op, bool Divide, typename T>
-bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature) {
+bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature,
+                   bool stream) {
   namespace ei = Eigen::internal;
   using Packet = typename ei::packet_traits<T>::type;
   const shift<T> sh(T(0), temperature);  // half, hT; the maxima are per lane
@@ -2223,14 +2248,17 @@ bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
   }
   panel_factors<Op>(st, nb, sc);
   with_packet_exp<Packet>(st.normal, [&](auto exp_fn) {
-    panel_write<Packet>(x, xk, y, yk, nb, len, [&](Index j, const Packet& v) {
-      const Packet d = lane_exponent<Divide>(v, st.template base<Divide, Packet>(j, sh), sh);
-      if constexpr (softmax) {
-        return normalise(j, exp_fn(d));
-      } else {
-        return ei::psub(d, factor(j));
-      }
-    });
+    panel_write<Packet>(
+        x, xk, y, yk, nb, len,
+        [&](Index j, const Packet& v) {
+          const Packet d = lane_exponent<Divide>(v, st.template base<Divide, Packet>(j, sh), sh);
+          if constexpr (softmax) {
+            return normalise(j, exp_fn(d));
+          } else {
+            return ei::psub(d, factor(j));
+          }
+        },
+        stream && !softmax);  // softmax streamed measured 3 % slower (256 x 32000 float)
   });
   return true;
 }
@@ -2239,14 +2267,16 @@ bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
 /// for distributions longer than a lane tile, lane blocks otherwise (and for a panel that
 /// holds a non-finite maximum).
 template <forward_op Op, typename T>
-void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len, T temperature) {
+void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len, T temperature,
+                    bool stream = false) {
   if constexpr (has_packet_exp<T>) {
     if (len > tile_length<T> && temperature != T(0) && !is_pos_inf(temperature)) {
       for (Index j = 0; j < count; j += panel_max<T>) {
         const Index nb = std::min(panel_max<T>, count - j);
-        const bool done = temperature == T(1)
-                              ? forward_panel<Op, false>(x + j, xk, y + j, yk, nb, len, temperature)
-                              : forward_panel<Op, true>(x + j, xk, y + j, yk, nb, len, temperature);
+        const bool done =
+            temperature == T(1)
+                ? forward_panel<Op, false>(x + j, xk, y + j, yk, nb, len, temperature, stream)
+                : forward_panel<Op, true>(x + j, xk, y + j, yk, nb, len, temperature, stream);
         if (!done) forward_blocks<Op>(x + j, xk, y + j, yk, nb, len, temperature);
       }
       return;
@@ -2966,45 +2996,69 @@ double packet_row_total(const float* y, const float* dy, Index n) {
   return total;
 }
 
-/// The backward pass of one contiguous float row longer than packet_row_max<Log>: its sum
-/// (packet_row_total), then whole packets, the last one masked, where Eigen's expressions
-/// took up to 30 entries per row through scalar code to align the output (1024 rows of
-/// 1000, softmax_backward: 4.6 -> 6.2 G/s with the sum's two conversions). With `stream`,
-/// the output from its first 64-byte boundary on is written with non-temporal stores
-/// (stream_pays).
-template <bool Log, bool Unit>
-void packet_row_backward_long_t(const float* y, const float* dy, float* out, Index n,
-                                float temperature, bool stream) {
-  using P = Eigen::internal::Packet16f;
-  const P g = _mm512_set1_ps(static_cast<float>(packet_row_total<Log>(y, dy, n)));
-  const float t = Unit ? 1.0f : temperature;
-  const auto at = [&](Index i, __mmask16 m) {
-    return backward_packet<Log>(_mm512_maskz_loadu_ps(m, y + i), _mm512_maskz_loadu_ps(m, dy + i),
-                                g, t);
+/// Masked AVX-512 loads and stores of a row's packets, for float and double alike.
+template <typename T>
+struct masked_lanes;
+template <>
+struct masked_lanes<float> {
+  using Packet = __m512;
+  using Mask = __mmask16;
+  static constexpr Index size = 16;
+  static Mask first(Index n) { return n >= 16 ? Mask(0xFFFF) : static_cast<Mask>((1u << n) - 1u); }
+  static Packet load(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store(float* p, Mask m, const Packet& v) { _mm512_mask_storeu_ps(p, m, v); }
+};
+template <>
+struct masked_lanes<double> {
+  using Packet = __m512d;
+  using Mask = __mmask8;
+  static constexpr Index size = 8;
+  static Mask first(Index n) { return n >= 8 ? Mask(0xFF) : static_cast<Mask>((1u << n) - 1u); }
+  static Packet load(Mask m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+  static void store(double* p, Mask m, const Packet& v) { _mm512_mask_storeu_pd(p, m, v); }
+};
+
+template <bool Log, bool Unit, typename T>
+void packet_row_backward_long_t(const T* y, const T* dy, T* out, Index n, T temperature,
+                                bool stream) {
+  using L = masked_lanes<T>;
+  using P = typename L::Packet;
+  constexpr Index ps = L::size;
+  T total;
+  if constexpr (std::is_same_v<T, float>) {
+    total = static_cast<T>(packet_row_total<Log>(y, dy, n));
+  } else {
+    total = static_cast<T>(Log ? dot_blocks(dy, 1, static_cast<const T*>(nullptr), 1, n)
+                               : dot_blocks(y, 1, dy, 1, n));
+  }
+  const P g = Eigen::internal::pset1<P>(total);
+  const T t = Unit ? T(1) : temperature;
+  const auto at = [&](Index i, typename L::Mask m) {
+    return backward_packet<Log>(L::load(m, y + i), L::load(m, dy + i), g, t);
   };
   Index i = 0;
   const auto address = reinterpret_cast<std::uintptr_t>(out);
-  if (stream && address % sizeof(float) == 0) {
-    const Index head = static_cast<Index>((64 - address % 64) % 64 / sizeof(float));
-    if (head > 0) {
-      const __mmask16 m = packet_row_mask(head, 0);
-      _mm512_mask_storeu_ps(out, m, at(0, m));
-    }
-    for (i = head; i + 16 <= n; i += 16) _mm512_stream_ps(out + i, at(i, 0xFFFF));
+  if (stream && address % sizeof(T) == 0) {
+    const Index head = static_cast<Index>((64 - address % 64) % 64 / sizeof(T));
+    if (head > 0) L::store(out, L::first(head), at(0, L::first(head)));
+    for (i = head; i + ps <= n; i += ps) stream_packet(out + i, at(i, L::first(ps)));
     _mm_sfence();  // order the non-temporal stores before the caller's
   }
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, at(i, 0xFFFF));
-  if (i < n) {
-    const __mmask16 m = packet_row_mask(n - i, 0);
-    _mm512_mask_storeu_ps(out + i, m, at(i, m));
-  }
+  for (; i + ps <= n; i += ps) Eigen::internal::pstoreu(out + i, at(i, L::first(ps)));
+  if (i < n) L::store(out + i, L::first(n - i), at(i, L::first(n - i)));
 }
 
-template <bool Log>
-EIGEN_DONT_INLINE void packet_row_backward_long(const float* y, const float* dy, float* out,
-                                                Index n, float temperature, bool stream) {
+/// The backward pass of one contiguous row longer than the packet rows and the tiles take:
+/// its sum (float: packet_row_total; double: dot_blocks, compensated), then whole packets,
+/// the last one masked, where Eigen's expressions took up to 30 entries per row through
+/// scalar code to align the output (1024 rows of 1000 floats, softmax_backward: 4.6 -> 6.0
+/// G/s with the float sum's two conversions). With `stream`, the output from its first
+/// 64-byte boundary on goes out through non-temporal stores (stream_pays).
+template <bool Log, typename T>
+EIGEN_DONT_INLINE void packet_row_backward_long(const T* y, const T* dy, T* out, Index n,
+                                                T temperature, bool stream) {
   // T = 1 on its own: its loop then has no test of T in it.
-  if (temperature == 1.0f) {
+  if (temperature == T(1)) {
     packet_row_backward_long_t<Log, true>(y, dy, out, n, temperature, stream);
   } else {
     packet_row_backward_long_t<Log, false>(y, dy, out, n, temperature, stream);
@@ -3020,6 +3074,10 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
   if constexpr (std::is_same_v<T, float>) {
     if (ys == 1 && dys == 1 && os == 1) {
       if (n <= packet_row_max<false>) return packet_row_backward<false>(y, dy, out, n, temperature);
+      return packet_row_backward_long<false>(y, dy, out, n, temperature, stream);
+    }
+  } else if constexpr (std::is_same_v<T, double>) {
+    if (ys == 1 && dys == 1 && os == 1 && n > backward_short_max) {
       return packet_row_backward_long<false>(y, dy, out, n, temperature, stream);
     }
   }
@@ -3063,6 +3121,7 @@ template <typename T>
 void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T* out, Index os,
                               Index n, T temperature, bool stream = false) {
 #if defined(EIGEN_VECTORIZE_AVX512)
+  // (Double rows stay below: bound by their exponentials, they ran 6 % slower that way.)
   if constexpr (std::is_same_v<T, float>) {
     if (ls == 1 && dys == 1 && os == 1) {
       if (n <= packet_row_max<true>)
@@ -3238,7 +3297,7 @@ inline constexpr bool has_backward_across =
 /// written).
 template <bool Log, typename T>
 void backward_across_panel(const T* y, Index yk, const T* dy, Index dyk, T* out, Index ok, Index np,
-                           Index len, T temperature) {
+                           Index len, T temperature, bool stream = false) {
   namespace ei = Eigen::internal;
   using Packet = typename ei::packet_traits<T>::type;
   constexpr Index ps = ei::unpacket_traits<Packet>::size;
@@ -3292,15 +3351,25 @@ void backward_across_panel(const T* y, Index yk, const T* dy, Index dyk, T* out,
                                       ei::pload<Packet>(hl + (2 * p + 1) * ps)));
     }
   }
-  for (Index k = 0; k < len; ++k) {
-    const T* yc = y + k * yk;
-    const T* dc = dy + k * dyk;
-    T* oc = out + k * ok;
-    for (Index p = 0; p < np; ++p) {
-      ei::pstoreu(oc + p * ps, backward_packet<Log>(ei::ploadu<Packet>(yc + p * ps),
-                                                    ei::ploadu<Packet>(dc + p * ps),
-                                                    ei::pload<Packet>(g + p * ps), temperature));
+  const auto at = [&](const T* yc, const T* dc, Index p) {
+    return backward_packet<Log>(ei::ploadu<Packet>(yc + p * ps), ei::ploadu<Packet>(dc + p * ps),
+                                ei::pload<Packet>(g + p * ps), temperature);
+  };
+#if defined(EIGEN_VECTORIZE_AVX512)
+  // Non-temporal stores (stream_pays) where every packet of out starts a 64-byte line.
+  if (stream && reinterpret_cast<std::uintptr_t>(out) % 64 == 0 &&
+      (ok * Index(sizeof(T))) % 64 == 0 && ps * Index(sizeof(T)) == 64) {
+    for (Index k = 0; k < len; ++k) {
+      for (Index p = 0; p < np; ++p)
+        stream_packet(out + k * ok + p * ps, at(y + k * yk, dy + k * dyk, p));
     }
+    _mm_sfence();
+    return;
+  }
+#endif
+  for (Index k = 0; k < len; ++k) {
+    for (Index p = 0; p < np; ++p)
+      ei::pstoreu(out + k * ok + p * ps, at(y + k * yk, dy + k * dyk, p));
   }
 }
 
@@ -3311,7 +3380,7 @@ void backward_across_panel(const T* y, Index yk, const T* dy, Index dyk, T* out,
 /// size); the caller does the rest one at a time.
 template <bool Log, typename T>
 Index backward_across(const T* y, Index yk, const T* dy, Index dyk, T* out, Index ok, Index count,
-                      Index len, T temperature) {
+                      Index len, T temperature, bool stream = false) {
   if constexpr (!has_backward_across<T>) {
     return 0;
   } else {
@@ -3319,7 +3388,7 @@ Index backward_across(const T* y, Index yk, const T* dy, Index dyk, T* out, Inde
     Index j = 0;
     while (j + ps <= count) {
       const Index np = std::min(backward_panel<T>, (count - j) / ps);
-      backward_across_panel<Log>(y + j, yk, dy + j, dyk, out + j, ok, np, len, temperature);
+      backward_across_panel<Log>(y + j, yk, dy + j, dyk, out + j, ok, np, len, temperature, stream);
       j += np * ps;
     }
     return j;
