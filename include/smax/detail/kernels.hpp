@@ -3044,6 +3044,26 @@ void packet_row_backward_long_t(const T* y, const T* dy, T* out, Index n, T temp
     for (i = head; i + ps <= n; i += ps) stream_packet(out + i, at(i, L::first(ps)));
     _mm_sfence();  // order the non-temporal stores before the caller's
   }
+  // A load whose address matches an earlier store still in flight in its low 12 bits waits
+  // for it. With out 48-160 bytes past y or dy modulo 4 KiB, each packet's loads meet the
+  // last packet's store (1024 x 1000 floats, out 48 / 64 / 128 bytes past y: 4.0 / 4.35 /
+  // 5.05 G/s, against 6.0 elsewhere); four packets loaded before their stores then run 4.95
+  // / 5.3 / 5.2 (but 3-8 % slower than one at a time at other offsets).
+  const auto near_past = [out](const T* a) {
+    const auto d =
+        (reinterpret_cast<std::uintptr_t>(out) - reinterpret_cast<std::uintptr_t>(a)) % 4096;
+    return d >= 48 && d <= 160;
+  };
+  if (near_past(y) || near_past(dy)) {
+    for (; i + 4 * ps <= n; i += 4 * ps) {
+      const P v0 = at(i, L::first(ps)), v1 = at(i + ps, L::first(ps));
+      const P v2 = at(i + 2 * ps, L::first(ps)), v3 = at(i + 3 * ps, L::first(ps));
+      Eigen::internal::pstoreu(out + i, v0);
+      Eigen::internal::pstoreu(out + i + ps, v1);
+      Eigen::internal::pstoreu(out + i + 2 * ps, v2);
+      Eigen::internal::pstoreu(out + i + 3 * ps, v3);
+    }
+  }
   for (; i + ps <= n; i += ps) Eigen::internal::pstoreu(out + i, at(i, L::first(ps)));
   if (i < n) L::store(out + i, L::first(n - i), at(i, L::first(n - i)));
 }
