@@ -24,9 +24,9 @@
   EXTERN template void smax::detail::run_forward_serial<smax::detail::forward_op::log_softmax, T>( \
       const smax::detail::batch<const T>&, const smax::detail::batch<T>&, T, bool);                \
   EXTERN template void smax::detail::forward_one<smax::detail::forward_op::softmax, T>(            \
-      const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T, bool);                            \
+      const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T, bool, const T*);                  \
   EXTERN template void smax::detail::forward_one<smax::detail::forward_op::log_softmax, T>(        \
-      const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T, bool);                            \
+      const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, T, bool, const T*);                  \
   EXTERN template void smax::detail::logsumexp_batch<T>(                                           \
       const T*, Eigen::Index, Eigen::Index, Eigen::Index, Eigen::Index, T*, Eigen::Index);         \
   EXTERN template T smax::detail::logsumexp_one<T>(const T*, Eigen::Index, Eigen::Index);          \

@@ -501,7 +501,7 @@ T exp_sum_seed(const exp_scale<T>& sc) {
 
 template <bool Store, bool Divide, bool Scaled, bool Normal, typename T, typename Acc>
 void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc,
-                             const exp_scale<T>& sc) {
+                             const exp_scale<T>& sc, const T* ahead) {
   Index i = 0;
   if constexpr (has_packet_exp<T>) {
     namespace ei = Eigen::internal;
@@ -518,6 +518,9 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
       Packet h0 = ei::pset1<Packet>(one), h1 = h0;
       Packet l0 = ei::pset1<Packet>(T(0)), l1 = l0;
       for (; i + 2 * ps <= end; i += 2 * ps) {
+        if (ahead != nullptr) {
+          for (Index k = 0; k < 2 * ps; k += Index(64 / sizeof(T))) ei::prefetch(ahead + i + k);
+        }
         const Packet e0 = pexp_maybe_scaled<Scaled, Normal>(
             kk, lo_k, sh.template apply<Divide>(ei::ploadu<Packet>(x + i)));
         const Packet e1 = pexp_maybe_scaled<Scaled, Normal>(
@@ -567,26 +570,28 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
 
 /// Contiguous exp-sum: e_i = exp(shift(x_i)) 2^K (K = sc.k, 0 by default), stored to out
 /// when Store, summed into acc (a compensated_sum or a pairwise_sum of acc_t<T>). out may
-/// equal x (in place).
+/// equal x (in place). With `ahead` (the next row, of n entries or more), its cache lines
+/// are prefetched along the way: the exponentials bind this pass, and the next row's first
+/// pass then finds its data in cache.
 template <bool Store, typename T, typename Acc>
 void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc,
-                        const exp_scale<T>& sc = {}) {
+                        const exp_scale<T>& sc = {}, const T* ahead = nullptr) {
   if (sc.k != 0) {
     if (sh.divide) {
-      exp_sum_contiguous_impl<Store, true, true, false>(x, out, n, sh, acc, sc);
+      exp_sum_contiguous_impl<Store, true, true, false>(x, out, n, sh, acc, sc, ahead);
     } else {
-      exp_sum_contiguous_impl<Store, false, true, false>(x, out, n, sh, acc, sc);
+      exp_sum_contiguous_impl<Store, false, true, false>(x, out, n, sh, acc, sc, ahead);
     }
   } else if (sh.normal) {
     if (sh.divide) {
-      exp_sum_contiguous_impl<Store, true, false, true>(x, out, n, sh, acc, sc);
+      exp_sum_contiguous_impl<Store, true, false, true>(x, out, n, sh, acc, sc, ahead);
     } else {
-      exp_sum_contiguous_impl<Store, false, false, true>(x, out, n, sh, acc, sc);
+      exp_sum_contiguous_impl<Store, false, false, true>(x, out, n, sh, acc, sc, ahead);
     }
   } else if (sh.divide) {
-    exp_sum_contiguous_impl<Store, true, false, false>(x, out, n, sh, acc, sc);
+    exp_sum_contiguous_impl<Store, true, false, false>(x, out, n, sh, acc, sc, ahead);
   } else {
-    exp_sum_contiguous_impl<Store, false, false, false>(x, out, n, sh, acc, sc);
+    exp_sum_contiguous_impl<Store, false, false, false>(x, out, n, sh, acc, sc, ahead);
   }
 }
 
@@ -595,9 +600,9 @@ void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh, Acc& ac
 /// 2^K exactly (see pexp_scaled).
 template <bool Store, typename T, typename Acc>
 void exp_sum(const T* x, Index xs, T* out, Index os, Index n, const shift<T>& sh, Acc& acc,
-             const exp_scale<T>& sc = {}) {
+             const exp_scale<T>& sc = {}, const T* ahead = nullptr) {
   if (xs == 1 && (!Store || os == 1)) {
-    exp_sum_contiguous<Store>(x, out, n, sh, acc, sc);
+    exp_sum_contiguous<Store>(x, out, n, sh, acc, sc, ahead);
     return;
   }
   alignas(64) T buf[gather_size];
@@ -792,8 +797,8 @@ void log_softmax_streamed(const T* x, T* y, Index n, const shift<T>& sh, acc_t<T
 
 /// softmax or log_softmax of one distribution of length n; y may alias x exactly.
 template <forward_op Op, typename T>
-void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature,
-                 bool stream = false) {
+void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature, bool stream = false,
+                 const T* ahead = nullptr) {
   if (n == 0) return;
   if constexpr (has_packet_exp<T>) {
     constexpr Index ps = Eigen::internal::packet_traits<T>::size;
@@ -833,7 +838,7 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature,
   compensated_sum<acc_t<T>> acc;
   if constexpr (has_packet_exp<T> && Op == forward_op::log_softmax) {
     if (stream && xs == 1 && ys == 1) {
-      exp_sum<false>(x, xs, y, ys, n, sh, acc);
+      exp_sum<false>(x, xs, y, ys, n, sh, acc, {}, ahead);
       if (sh.divide) {
         log_softmax_streamed<true>(x, y, n, sh, acc.total());
       } else {
@@ -843,7 +848,7 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature,
     }
   }
   if constexpr (Op == forward_op::softmax) {
-    exp_sum<true>(x, xs, y, ys, n, sh, acc);
+    exp_sum<true>(x, xs, y, ys, n, sh, acc, {}, ahead);
     // float: one reciprocal, rounded once from the wide (double) sum, then multiplies: at
     // most half an ULP more than dividing, and several times faster. double: divide.
     if constexpr (exact_normalise<T>) {
@@ -862,7 +867,7 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature,
       for (Index i = 0; i < n; ++i) y[i * ys] *= inv;
     }
   } else {
-    exp_sum<false>(x, xs, y, ys, n, sh, acc);
+    exp_sum<false>(x, xs, y, ys, n, sh, acc, {}, ahead);
     const T log_s = static_cast<T>(std::log(acc.total()));
     if (xs == 1 && ys == 1) {
       const Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> xm(x, n);
@@ -3318,6 +3323,7 @@ inline constexpr bool has_backward_across =
 template <bool Log, typename T>
 void backward_across_panel(const T* y, Index yk, const T* dy, Index dyk, T* out, Index ok, Index np,
                            Index len, T temperature, bool stream = false) {
+  (void)stream;  // AVX-512 only
   namespace ei = Eigen::internal;
   using Packet = typename ei::packet_traits<T>::type;
   constexpr Index ps = ei::unpacket_traits<Packet>::size;
@@ -3402,6 +3408,7 @@ template <bool Log, typename T>
 Index backward_across(const T* y, Index yk, const T* dy, Index dyk, T* out, Index ok, Index count,
                       Index len, T temperature, bool stream = false) {
   if constexpr (!has_backward_across<T>) {
+    (void)stream;
     return 0;
   } else {
     constexpr Index ps = Eigen::internal::packet_traits<T>::size;
