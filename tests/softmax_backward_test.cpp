@@ -575,6 +575,39 @@ TYPED_TEST(SoftmaxBackward, StreamedOutputsMatchBitForBit) {
   }
 }
 
+// Long rows whose output lies 48-160 bytes past y or dy modulo 4 KiB load four packets
+// before storing them (kernels.hpp, packet_row_backward_long_t): the same bits as any other
+// placement, for whole-packet rows and rows with a partial last packet, at T = 1 and not.
+TYPED_TEST(SoftmaxBackward, OutputsJustPastTheirInputsMatchBitForBit) {
+  using T = TypeParam;
+  for (const Index cols : {65, 100, 1000, 1001}) {
+    const Index rows = 2;
+    MatR<T> z(rows, cols), dy(rows, cols);
+    for (Index r = 0; r < rows; ++r) {
+      z.row(r) = random_logits<T>(cols, logits::normal_1, 600 + std::uint32_t(r)).transpose();
+      dy.row(r) = random_upstream<T>(cols, 610 + std::uint32_t(r)).transpose();
+    }
+    for (const T t : {T(1), T(0.5)}) {
+      const MatR<T> y = smax::softmax(z, smax::rowwise, t);
+      const MatR<T> expected = smax::softmax_backward(y, dy, smax::rowwise, t);
+      for (const std::uintptr_t past : {48, 64, 96, 160}) {
+        std::vector<T> buf(static_cast<std::size_t>(rows * cols) + 4096);
+        const auto base = reinterpret_cast<std::uintptr_t>(buf.data());
+        const auto want = (reinterpret_cast<std::uintptr_t>(y.data()) + past) % 4096;
+        T* at = buf.data() + (want - base % 4096 + 4096) % 4096 / sizeof(T);
+        ASSERT_EQ(
+            (reinterpret_cast<std::uintptr_t>(at) - reinterpret_cast<std::uintptr_t>(y.data())) %
+                4096,
+            past);
+        Eigen::Map<MatR<T>> out(at, rows, cols);
+        smax::softmax_backward_into(out, y, dy, smax::rowwise, t);
+        ASSERT_TRUE(bit_equal(MatR<T>(out), expected))
+            << cols << " columns, " << past << " bytes past y";
+      }
+    }
+  }
+}
+
 // The float <y, dy> of long rows adds float products and their exact errors (kernels.hpp:
 // packet_row_total). Where those errors are not exact (products below about 2^-103) or a
 // product overflows float, the row is summed again with products exact in double: the
