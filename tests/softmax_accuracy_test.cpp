@@ -78,8 +78,9 @@ Index record(worst& w, const Eigen::DenseBase<D>& actual, const HiArray& referen
 
 /// The layouts that reach different kernels: a plain vector, a strided vector (Map with
 /// InnerStride), the first and the last row of a 37-row column-major batch (rows side by
-/// side: a full block of 32 and a partial block), and a row of a row-major batch
-/// (contiguous rows; short ones are transposed into a tile).
+/// side: a full block of 32 and a partial block), and a row of a 37-row row-major batch
+/// (contiguous rows; short ones are transposed into registers or a tile, 16 or 32 at a
+/// time).
 enum class path { vector, strided, lanes_full, lanes_partial, rows };
 constexpr path all_paths[] = {path::vector, path::strided, path::lanes_full, path::lanes_partial,
                               path::rows};
@@ -114,8 +115,8 @@ struct layouts {
     }
     lanes.row(7) = z.transpose();
     lanes.row(35) = z.transpose();
-    rows.resize(5, n);
-    for (Index r = 0; r < 5; ++r) {
+    rows.resize(37, n);
+    for (Index r = 0; r < 37; ++r) {
       rows.row(r) =
           random_logits<T>(n, logits::normal_1, seed + 2000 + std::uint32_t(r)).transpose();
     }

@@ -1510,92 +1510,6 @@ void tile_store_rows(const F& f, T* y, Index yd, Index len) {
   }
 }
 
-#if defined(EIGEN_VECTORIZE_AVX512)
-/// Dense rows of at most dense_rows_max floats (row j at x + j * len): 16 rows are len
-/// whole packets, and AVX-512 permutes (vpermps with a merge mask) move them to and from
-/// the tile's columns in len * len instructions per direction, a fraction of what
-/// ptranspose's 16 x 16 transposes cost when most of each row packet is padding.
-inline constexpr Index dense_rows_max = 8;
-
-/// The permutes' indices and masks for one row length: column k of 16 rows takes lane j
-/// from flat position j * len + k, in packet (j * len + k) / 16; flat position q * 16 + i
-/// takes it back from lane (q * 16 + i) / len of column (q * 16 + i) % len.
-struct dense_rows_plan {
-  __m512i in_idx[dense_rows_max][dense_rows_max];
-  __m512i out_idx[dense_rows_max][dense_rows_max];
-  __mmask16 in_mask[dense_rows_max][dense_rows_max];
-  __mmask16 out_mask[dense_rows_max][dense_rows_max];
-  int len;
-
-  explicit dense_rows_plan(int n) : len(n) {
-    alignas(64) std::int32_t idx[16];
-    for (int k = 0; k < len; ++k) {
-      for (int src = 0; src < len; ++src) {
-        unsigned mask = 0;
-        for (int j = 0; j < 16; ++j) {
-          const int pos = j * len + k;
-          idx[j] = pos % 16;
-          if (pos / 16 == src) mask |= 1u << j;
-        }
-        in_idx[k][src] = _mm512_load_si512(idx);
-        in_mask[k][src] = static_cast<__mmask16>(mask);
-      }
-    }
-    for (int q = 0; q < len; ++q) {
-      for (int k = 0; k < len; ++k) {
-        unsigned mask = 0;
-        for (int i = 0; i < 16; ++i) {
-          const int pos = q * 16 + i;
-          idx[i] = pos / len;
-          if (pos % len == k) mask |= 1u << i;
-        }
-        out_idx[q][k] = _mm512_load_si512(idx);
-        out_mask[q][k] = static_cast<__mmask16>(mask);
-      }
-    }
-  }
-};
-
-/// Loads lane_block dense rows (row j at x + j * len) into the tile; records the maxima.
-inline void tile_load_dense(lane_tile<float>& t, const float* x, const dense_rows_plan& plan) {
-  const int len = plan.len;
-  __m512 mx[2], mn[2];
-  for (int g = 0; g < 2; ++g) {
-    const float* xg = x + g * 16 * len;
-    __m512 a[dense_rows_max];
-    for (int src = 0; src < len; ++src) a[src] = _mm512_loadu_ps(xg + 16 * src);
-    for (int k = 0; k < len; ++k) {
-      __m512 c = _mm512_permutexvar_ps(plan.in_idx[k][0], a[0]);
-      for (int src = 1; src < len; ++src) {
-        c = _mm512_mask_permutexvar_ps(c, plan.in_mask[k][src], plan.in_idx[k][src], a[src]);
-      }
-      _mm512_store_ps(t.column(k) + g * 16, c);
-      mx[g] = k == 0 ? c : _mm512_max_ps(c, mx[g]);
-      mn[g] = k == 0 ? c : _mm512_min_ps(c, mn[g]);
-    }
-  }
-  t.set_range(mx, mn);
-}
-
-/// Writes packets f(k, g) back to lane_block dense rows (row j at y + j * len).
-template <typename F>
-void tile_store_dense(const F& f, float* y, const dense_rows_plan& plan) {
-  const int len = plan.len;
-  for (int g = 0; g < 2; ++g) {
-    __m512 c[dense_rows_max];
-    for (int k = 0; k < len; ++k) c[k] = f(k, g);
-    float* yg = y + g * 16 * len;
-    for (int q = 0; q < len; ++q) {
-      __m512 o = _mm512_permutexvar_ps(plan.out_idx[q][0], c[0]);
-      for (int k = 1; k < len; ++k) {
-        o = _mm512_mask_permutexvar_ps(o, plan.out_mask[q][k], plan.out_idx[q][k], c[k]);
-      }
-      _mm512_storeu_ps(yg + 16 * q, o);
-    }
-  }
-}
-#endif
-
 /// Runs the softmax or log_softmax tile kernel with `divide` known at compile time; f
 /// receives the tile_output.
 template <forward_op Op, typename T, typename F>
@@ -2268,12 +2182,179 @@ bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
   return true;
 }
 
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+/// Longest float distributions the register kernel below takes: every entry of 16 of them
+/// held in zmm registers, within one chunk of tile_exp_sum's exact lane sums (lane_chunk).
+/// Softmax and log_softmax outputs of 13-16 entries leave too few registers (4096 rows of
+/// 16: 0.98 / 0.95x the tile); logsumexp keeps no outputs (1.12x at 16).
+template <bool Lse>
+inline constexpr Index register_rows_max = Lse ? lane_chunk : 12;
+
+/// Whether every lane of a float packet is finite (on the bits: -ffinite-math-only cannot
+/// fold it away).
+EIGEN_ALWAYS_INLINE bool all_finite_lanes(__m512 v) {
+  const __m512i e = _mm512_set1_epi32(0x7f800000);
+  return _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), e), e) == 0;
+}
+
+/// The forward ops of 16 float distributions of len <= 4 G entries, entirely in registers:
+/// the lane tile's operations in the same order, so the same bits, without its round trips
+/// through L1 and its per-block setup (4096 distributions of 10, softmax: contiguous rows
+/// 1.40 -> 1.48 G/s, side by side 1.87 -> 2.67; rows of 8, 0.94 -> 1.64). Across: side by side
+/// (entry k of distribution j at x[j + k * xs]); else contiguous rows (row j at x + j * xs)
+/// transposed through piece_columns_load, whose loads reach entry 4 G - 1 of each row. Returns
+/// false, having written nothing, when some maximum is not finite (the tile rewrites those lanes).
+/// logsumexp writes lse[j * os].
+template <bool Lse, forward_op Op, bool Divide, int G, bool Across>
+EIGEN_ALWAYS_INLINE bool register_rows(const float* x, Index xs, float* y, Index ys, int len,
+                                       const shift<float>& sh, float* lse, Index os) {
+  namespace ei = Eigen::internal;
+  using P = ei::Packet16f;
+  constexpr int K = 4 * G;
+  P c[K];
+  if constexpr (Across) {
+    for (int k = 0; k < K; ++k) c[k] = k < len ? ei::ploadu<P>(x + k * xs) : c[0];
+  } else {
+    for (int g = 0; g < G; ++g) piece_columns_load(x + 4 * g, xs, c + 4 * g);
+  }
+  P mx = c[0], mn = c[0];
+  for (int k = 0; k < K; ++k) {
+    if (k < len) {
+      mx = ei::pmax(mx, c[k]);
+      mn = ei::pmin(mn, c[k]);
+    }
+  }
+  if (!all_finite_lanes(mx)) return false;
+  const P hb = sh.template halved<Divide>(mx);
+  const bool normal =
+      !any_outside(lane_exponent<Divide>(mn, hb, sh), ei::pset1<P>(exp_constants<float>::normal_lo),
+                   ei::pset1<P>(std::numeric_limits<float>::infinity()));
+  const P one = ei::pset1<P>(1.0f);
+  P h = one, l = ei::pset1<P>(0.0f);
+  constexpr bool Soft = !Lse && Op == forward_op::softmax;
+  with_packet_exp<P>(normal, [&](auto exp_fn) {
+    for (int k = 0; k < K; ++k) {
+      if (k < len) {
+        const P d = lane_exponent<Divide>(c[k], hb, sh);
+        const P ek = exp_fn(d);
+        fast_two_sum(h, l, ek);
+        c[k] = Soft ? ek : d;
+      }
+    }
+  });
+  // The lane sums (h - 1) + l in double, as chunk_sums and tile_exp_sum form them.
+  const auto lo = [](P v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); };
+  const auto hi = [](P v) {
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  };
+  const auto join = [](__m512d a, __m512d b) {
+    return _mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(a))),
+                           _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
+  };
+  const P part = ei::psub(h, one);
+  const __m512d s0 = _mm512_add_pd(lo(part), lo(l));
+  const __m512d s1 = _mm512_add_pd(hi(part), hi(l));
+  if constexpr (Lse) {
+    const P r = join(_mm512_add_pd(lo(mx), ei::plog(s0)), _mm512_add_pd(hi(mx), ei::plog(s1)));
+    if (os == 1) {
+      _mm512_storeu_ps(lse, r);
+    } else {
+      alignas(64) float buf[16];
+      _mm512_store_ps(buf, r);
+      for (int j = 0; j < 16; ++j) lse[j * os] = buf[j];
+    }
+    return true;
+  }
+  // Entries past len are computed but stored nowhere.
+  if constexpr (Soft) {
+    const __m512d d1 = _mm512_set1_pd(1.0);
+    const P sc = join(_mm512_div_pd(d1, s0), _mm512_div_pd(d1, s1));
+    for (int k = 0; k < K; ++k) c[k] = ei::pmul(c[k], sc);
+  } else {
+    const P sc = join(ei::plog(s0), ei::plog(s1));
+    for (int k = 0; k < K; ++k) c[k] = ei::psub(c[k], sc);
+  }
+  if constexpr (Across) {
+    for (int k = 0; k < K; ++k) {
+      if (k < len) ei::pstoreu(y + k * ys, c[k]);
+    }
+  } else {
+    for (int g = 0; g < G; ++g) {
+      piece_columns_store(c + 4 * g, y + 4 * g, ys, std::min(4, len - 4 * g));
+    }
+  }
+  return true;
+}
+
+/// Runs register_rows over groups of 16 distributions: all whole groups when Across, else
+/// the groups of rows whose loads stay within the input (entries up to 4 G - 1 of each row;
+/// the last rows are left to the caller). A group with a non-finite maximum goes through
+/// fallback(j0) instead. Returns the distributions done.
+template <bool Lse, forward_op Op, bool Across, typename F>
+Index register_rows_run(const float* x, Index xs, float* y, Index ys, Index count, Index len,
+                        const shift<float>& sh, float* lse, Index os, const F& fallback) {
+  // Distribution j0 starts at x + j0 * step (and y + j0 * ystep).
+  const Index step = Across ? 1 : xs, ystep = Across ? 1 : ys;
+  const auto run = [&](auto divide, auto groups) {
+    constexpr bool D = decltype(divide)::value;
+    constexpr int G = decltype(groups)::value;
+    const Index last = (count - 1) * xs + len;  // rows: one past the input's last entry
+    Index j0 = 0;
+    for (; j0 + 16 <= count && (Across || (j0 + 15) * xs + 4 * G <= last); j0 += 16) {
+      if (!register_rows<Lse, Op, D, G, Across>(x + j0 * step, xs, y + j0 * ystep, ys,
+                                                static_cast<int>(len), sh, lse + j0 * os, os)) {
+        fallback(j0);
+      }
+    }
+    return j0;
+  };
+  const auto with_groups = [&](auto divide) {
+    using I = int;
+    constexpr int most = static_cast<int>(register_rows_max<Lse>) / 4;
+    switch ((len + 3) / 4) {
+      case 1:
+        return run(divide, std::integral_constant<I, 1>());
+      case 2:
+        return run(divide, std::integral_constant<I, 2>());
+      case 3:
+        return run(divide, std::integral_constant<I, 3>());
+      default:
+        return run(divide, std::integral_constant<I, most>());
+    }
+  };
+  if (sh.divide) return with_groups(std::true_type());
+  return with_groups(std::false_type());
+}
+
+/// forward_across of float distributions of up to register_rows_max<false> entries: groups
+/// of 16 in registers, through the lane tile where a group holds a non-finite maximum.
+/// Returns the distributions done (whole groups).
+template <forward_op Op>
+EIGEN_DONT_INLINE Index forward_register_across(const float* x, Index xk, float* y, Index yk,
+                                                Index count, Index len, float temperature) {
+  return register_rows_run<false, Op, true>(
+      x, xk, y, yk, count, len, shift<float>(0.0f, temperature), static_cast<float*>(nullptr), 0,
+      [&](Index j0) { forward_blocks<Op>(x + j0, xk, y + j0, yk, 16, len, temperature); });
+}
+#endif
+
 /// softmax or log_softmax of count distributions side by side (see forward_lanes): panels
 /// for distributions longer than a lane tile, lane blocks otherwise (and for a panel that
 /// holds a non-finite maximum).
 template <forward_op Op, typename T>
 void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len, T temperature,
                     bool stream = false) {
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (len <= register_rows_max<false> && temperature != T(0) && !is_pos_inf(temperature)) {
+      const Index done = forward_register_across<Op>(x, xk, y, yk, count, len, temperature);
+      if (done < count)
+        forward_blocks<Op>(x + done, xk, y + done, yk, count - done, len, temperature);
+      return;
+    }
+  }
+#endif
   if constexpr (has_packet_exp<T>) {
     if (len > tile_length<T> && temperature != T(0) && !is_pos_inf(temperature)) {
       for (Index j = 0; j < count; j += panel_max<T>) {
@@ -2333,6 +2414,22 @@ void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Ind
   }
 }
 
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+/// forward_short_rows of float rows of up to register_rows_max<false> entries: groups of 16
+/// rows in registers, through the tile where a group holds a non-finite maximum. Kept out
+/// of line: inside forward_short_rows it slowed the tile loop there by 5-8% (log_softmax,
+/// 4096 rows of 13-20).
+template <forward_op Op>
+EIGEN_DONT_INLINE Index forward_register_rows(const float* x, Index xd, float* y, Index yd,
+                                              Index count, Index len, float temperature) {
+  return register_rows_run<false, Op, false>(
+      x, xd, y, yd, count, len, shift<float>(0.0f, temperature), static_cast<float*>(nullptr), 0,
+      [&](Index j0) {
+        forward_short<Op>(x + j0 * xd, xd, 1, y + j0 * yd, yd, 1, 16, len, temperature);
+      });
+}
+#endif
+
 /// Short contiguous rows (element k of row j at x[j * xd + k], xd >= len, and the same for
 /// y): blocks of lane_block rows are transposed into the tile in registers (Eigen's
 /// ptranspose), run through the tile kernel and transposed back. Loads of a row's last
@@ -2348,24 +2445,15 @@ Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Inde
     if (len == 0 || len > short_length<T> || temperature == T(0) || is_pos_inf(temperature)) {
       return 0;
     }
-    const shift<T> sh(T(0), temperature);
-    lane_tile<T> t;
-#if defined(EIGEN_VECTORIZE_AVX512)
-    if constexpr (std::is_same_v<T, float> && lane_tile<T>::ps == 16) {
-      // Dense rows of up to 8 entries: permutes instead of 16 x 16 transposes (the plan's
-      // setup pays from a few hundred rows on).
-      if (xd == len && yd == len && len <= dense_rows_max && count >= 8 * lane_block) {
-        const dense_rows_plan plan(static_cast<int>(len));
-        Index j0 = 0;
-        for (; j0 + lane_block <= count; j0 += lane_block) {
-          tile_load_dense(t, x + j0 * xd, plan);
-          with_tile_output<Op>(t, len, sh,
-                               [&](const auto& f) { tile_store_dense(f, y + j0 * yd, plan); });
-        }
-        return j0;
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (len <= register_rows_max<false>) {
+        return forward_register_rows<Op>(x, xd, y, yd, count, len, temperature);
       }
     }
 #endif
+    const shift<T> sh(T(0), temperature);
+    lane_tile<T> t;
     const Index padded = (len + ps - 1) / ps * ps;
     // Last element read for block j0: row j0 + lane_block - 1, up to its padded length.
     const Index last = (count - 1) * xd + len;  // one past the last element of x
@@ -2381,6 +2469,22 @@ Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Inde
   }
 }
 
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+/// logsumexp_short_rows of float rows of up to register_rows_max<true> entries, as
+/// forward_register_rows.
+EIGEN_DONT_INLINE inline Index logsumexp_register_rows(const float* x, Index xd, Index count,
+                                                       Index len, float* out, Index os) {
+  return register_rows_run<true, forward_op::softmax, false>(
+      x, xd, static_cast<float*>(nullptr), 0, count, len, shift<float>(0.0f, 1.0f), out, os,
+      [&](Index j0) {
+        lane_tile<float> t;
+        tile_load_gather(t, x + j0 * xd, xd, 1, 16, len);
+        tile_logsumexp(t, len);
+        for (Index j = 0; j < 16; ++j) out[(j0 + j) * os] = t.scale[j];
+      });
+}
+#endif
+
 /// logsumexp of short contiguous rows (as forward_short_rows): out[j * os] for the rows
 /// done, which are returned (a multiple of lane_block).
 template <typename T>
@@ -2391,18 +2495,10 @@ Index logsumexp_short_rows(const T* x, Index xd, Index count, Index len, T* out,
     constexpr int ps = lane_tile<T>::ps;
     if (len == 0 || len > short_length<T>) return 0;
     lane_tile<T> t;
-#if defined(EIGEN_VECTORIZE_AVX512)
-    if constexpr (std::is_same_v<T, float> && lane_tile<T>::ps == 16) {
-      if (xd == len && len <= dense_rows_max && count >= 8 * lane_block) {
-        const dense_rows_plan plan(static_cast<int>(len));
-        Index j0 = 0;
-        for (; j0 + lane_block <= count; j0 += lane_block) {
-          tile_load_dense(t, x + j0 * xd, plan);
-          tile_logsumexp(t, len);
-          for (Index j = 0; j < lane_block; ++j) out[(j0 + j) * os] = t.scale[j];
-        }
-        return j0;
-      }
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (len <= register_rows_max<true>)
+        return logsumexp_register_rows(x, xd, count, len, out, os);
     }
 #endif
     const Index padded = (len + ps - 1) / ps * ps;
@@ -2484,6 +2580,17 @@ void logsumexp_blocks(const T* x, Index xk, Index count, Index len, T* out, Inde
   if (d < count) logsumexp_lanes<Eigen::Dynamic>(x + d, xk, count - d, len, out + d * os, os);
 }
 
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+/// logsumexp_blocks of float distributions of up to register_rows_max<true> entries, as
+/// forward_register_across.
+EIGEN_DONT_INLINE inline Index logsumexp_register_across(const float* x, Index xk, Index count,
+                                                         Index len, float* out, Index os) {
+  return register_rows_run<true, forward_op::softmax, true>(
+      x, xk, static_cast<float*>(nullptr), 0, count, len, shift<float>(0.0f, 1.0f), out, os,
+      [&](Index j0) { logsumexp_blocks(x + j0, xk, Index(16), len, out + j0 * os, os); });
+}
+#endif
+
 /// logsumexp of count distributions (element k of distribution d at x[d * xd + k * xk])
 /// into out[d * os], choosing the layout's fastest path.
 template <typename T>
@@ -2518,7 +2625,12 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
         return;
       }
     }
-    logsumexp_blocks(x, xk, count, len, out, os);
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (len <= register_rows_max<true>) d = logsumexp_register_across(x, xk, count, len, out, os);
+    }
+#endif
+    if (d < count) logsumexp_blocks(x + d, xk, count - d, len, out + d * os, os);
     return;
   }
   if (xk == 1 && xd >= len && count > 1) d = logsumexp_short_rows(x, xd, count, len, out, os);
