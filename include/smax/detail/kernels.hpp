@@ -2183,39 +2183,45 @@ bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
 }
 
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-/// Longest float distributions the register kernel below takes: every entry of 16 of them
-/// held in zmm registers, within one chunk of tile_exp_sum's exact lane sums (lane_chunk).
-/// Softmax and log_softmax outputs of 13-16 entries leave too few registers (4096 rows of
-/// 16: 0.98 / 0.95x the tile); logsumexp keeps no outputs (1.12x at 16).
+/// Longest distributions the register kernel below takes: every entry of a packet's worth
+/// of them held in zmm registers, within one chunk of tile_exp_sum's exact lane sums
+/// (lane_chunk). Float softmax and log_softmax outputs of 13-16 entries leave too few
+/// registers (4096 rows of 16: 0.98 / 0.95x the tile); logsumexp keeps no outputs (1.12x
+/// at 16).
 template <bool Lse>
 inline constexpr Index register_rows_max = Lse ? lane_chunk : 12;
 
-/// Whether every lane of a float packet is finite (on the bits: -ffinite-math-only cannot
-/// fold it away).
+/// Whether every lane of a packet is finite (on the bits: -ffinite-math-only cannot fold
+/// it away).
 EIGEN_ALWAYS_INLINE bool all_finite_lanes(__m512 v) {
   const __m512i e = _mm512_set1_epi32(0x7f800000);
   return _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), e), e) == 0;
 }
+EIGEN_ALWAYS_INLINE bool all_finite_lanes(__m512d v) {
+  const __m512i e = _mm512_set1_epi64(0x7ff0000000000000);
+  return _mm512_cmpeq_epi64_mask(_mm512_and_si512(_mm512_castpd_si512(v), e), e) == 0;
+}
 
-/// The forward ops of 16 float distributions of len <= 4 G entries, entirely in registers:
-/// the lane tile's operations in the same order, so the same bits, without its round trips
-/// through L1 and its per-block setup (4096 distributions of 10, softmax: contiguous rows
-/// 1.40 -> 1.48 G/s, side by side 1.87 -> 2.67; rows of 8, 0.94 -> 1.64). Across: side by side
-/// (entry k of distribution j at x[j + k * xs]); else contiguous rows (row j at x + j * xs)
-/// transposed through piece_columns_load, whose loads reach entry 4 G - 1 of each row. Returns
-/// false, having written nothing, when some maximum is not finite (the tile rewrites those lanes).
-/// logsumexp writes lse[j * os].
-template <bool Lse, forward_op Op, bool Divide, int G, bool Across>
-EIGEN_ALWAYS_INLINE bool register_rows(const float* x, Index xs, float* y, Index ys, int len,
-                                       const shift<float>& sh, float* lse, Index os) {
+/// The forward ops of a packet's worth (ps) of distributions of len <= K entries, entirely
+/// in registers: the lane tile's operations in the same order, so the same bits, without
+/// its round trips through L1 and its per-block setup (4096 distributions of 10 floats,
+/// softmax: contiguous rows 1.40 -> 1.48 G/s, side by side 1.87 -> 2.67; rows of 8, 0.94 ->
+/// 1.64). Across: side by side (entry k of distribution j at x[j + k * xs]); else
+/// contiguous rows (row j at x + j * xs) transposed through piece_columns_load, whose loads
+/// reach entry K - 1 of each row. Returns false, having written nothing, when some maximum
+/// is not finite (the tile rewrites those lanes). logsumexp writes lse[j * os].
+template <bool Lse, forward_op Op, bool Divide, int K, bool Across, typename T>
+EIGEN_ALWAYS_INLINE bool register_rows(const T* x, Index xs, T* y, Index ys, int len,
+                                       const shift<T>& sh, T* lse, Index os) {
   namespace ei = Eigen::internal;
-  using P = ei::Packet16f;
-  constexpr int K = 4 * G;
+  using P = typename lane_tile<T>::Packet;
+  constexpr int ps = lane_tile<T>::ps, w = piece_columns<P>;
+  static_assert(K % w == 0, "whole piece columns");
   P c[K];
   if constexpr (Across) {
     for (int k = 0; k < K; ++k) c[k] = k < len ? ei::ploadu<P>(x + k * xs) : c[0];
   } else {
-    for (int g = 0; g < G; ++g) piece_columns_load(x + 4 * g, xs, c + 4 * g);
+    for (int k = 0; k < K; k += w) piece_columns_load(x + k, xs, c + k);
   }
   P mx = c[0], mn = c[0];
   for (int k = 0; k < K; ++k) {
@@ -2227,10 +2233,10 @@ EIGEN_ALWAYS_INLINE bool register_rows(const float* x, Index xs, float* y, Index
   if (!all_finite_lanes(mx)) return false;
   const P hb = sh.template halved<Divide>(mx);
   const bool normal =
-      !any_outside(lane_exponent<Divide>(mn, hb, sh), ei::pset1<P>(exp_constants<float>::normal_lo),
-                   ei::pset1<P>(std::numeric_limits<float>::infinity()));
-  const P one = ei::pset1<P>(1.0f);
-  P h = one, l = ei::pset1<P>(0.0f);
+      !any_outside(lane_exponent<Divide>(mn, hb, sh), ei::pset1<P>(exp_constants<T>::normal_lo),
+                   ei::pset1<P>(std::numeric_limits<T>::infinity()));
+  const P one = ei::pset1<P>(T(1));
+  P h = one, l = ei::pset1<P>(T(0));
   constexpr bool Soft = !Lse && Op == forward_op::softmax;
   with_packet_exp<P>(normal, [&](auto exp_fn) {
     for (int k = 0; k < K; ++k) {
@@ -2242,101 +2248,129 @@ EIGEN_ALWAYS_INLINE bool register_rows(const float* x, Index xs, float* y, Index
       }
     }
   });
-  // The lane sums (h - 1) + l in double, as chunk_sums and tile_exp_sum form them.
-  const auto lo = [](P v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); };
-  const auto hi = [](P v) {
-    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-  };
-  const auto join = [](__m512d a, __m512d b) {
-    return _mm512_castpd_ps(
-        _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(a))),
-                           _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
-  };
-  const P part = ei::psub(h, one);
-  const __m512d s0 = _mm512_add_pd(lo(part), lo(l));
-  const __m512d s1 = _mm512_add_pd(hi(part), hi(l));
-  if constexpr (Lse) {
-    const P r = join(_mm512_add_pd(lo(mx), ei::plog(s0)), _mm512_add_pd(hi(mx), ei::plog(s1)));
-    if (os == 1) {
-      _mm512_storeu_ps(lse, r);
+  // The lane sums (h - 1) + l in acc_t, then the per-lane result r: as chunk_sums,
+  // tile_exp_sum and tile_output form them (float: in double, a half packet at a time).
+  P r;
+  if constexpr (std::is_same_v<T, float>) {
+    const auto lo = [](P v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); };
+    const auto hi = [](P v) {
+      return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    };
+    const auto join = [](__m512d a, __m512d b) {
+      return _mm512_castpd_ps(
+          _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(a))),
+                             _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
+    };
+    const P part = ei::psub(h, one);
+    const __m512d s0 = _mm512_add_pd(lo(part), lo(l)), s1 = _mm512_add_pd(hi(part), hi(l));
+    if constexpr (Lse) {
+      r = join(_mm512_add_pd(lo(mx), ei::plog(s0)), _mm512_add_pd(hi(mx), ei::plog(s1)));
+    } else if constexpr (Soft) {
+      const __m512d d1 = _mm512_set1_pd(1.0);
+      r = join(_mm512_div_pd(d1, s0), _mm512_div_pd(d1, s1));  // 1 / sum
     } else {
-      alignas(64) float buf[16];
-      _mm512_store_ps(buf, r);
-      for (int j = 0; j < 16; ++j) lse[j * os] = buf[j];
+      r = join(ei::plog(s0), ei::plog(s1));
+    }
+  } else {
+    const P s = ei::padd(ei::psub(h, one), l);
+    r = Lse ? ei::padd(mx, ei::plog(s)) : Soft ? s : ei::plog(s);
+  }
+  if constexpr (Lse) {
+    if (os == 1) {
+      ei::pstoreu(lse, r);
+    } else {
+      alignas(64) T buf[ps];
+      ei::pstore(buf, r);
+      for (int j = 0; j < ps; ++j) lse[j * os] = buf[j];
     }
     return true;
   }
   // Entries past len are computed but stored nowhere.
-  if constexpr (Soft) {
-    const __m512d d1 = _mm512_set1_pd(1.0);
-    const P sc = join(_mm512_div_pd(d1, s0), _mm512_div_pd(d1, s1));
-    for (int k = 0; k < K; ++k) c[k] = ei::pmul(c[k], sc);
-  } else {
-    const P sc = join(ei::plog(s0), ei::plog(s1));
-    for (int k = 0; k < K; ++k) c[k] = ei::psub(c[k], sc);
+  for (int k = 0; k < K; ++k) {
+    if constexpr (!Soft) {
+      c[k] = ei::psub(c[k], r);
+    } else if constexpr (exact_normalise<T>) {
+      c[k] = ei::pdiv(c[k], r);
+    } else {
+      c[k] = ei::pmul(c[k], r);
+    }
   }
   if constexpr (Across) {
     for (int k = 0; k < K; ++k) {
       if (k < len) ei::pstoreu(y + k * ys, c[k]);
     }
   } else {
-    for (int g = 0; g < G; ++g) {
-      piece_columns_store(c + 4 * g, y + 4 * g, ys, std::min(4, len - 4 * g));
-    }
+    for (int k = 0; k < K; k += w) piece_columns_store(c + k, y + k, ys, std::min(w, len - k));
   }
   return true;
 }
 
-/// Runs register_rows over groups of 16 distributions: all whole groups when Across, else
-/// the groups of rows whose loads stay within the input (entries up to 4 G - 1 of each row;
+/// f(std::integral_constant<int, K>) for the least multiple K of W that is >= len (at most
+/// Most, which len does not exceed).
+template <int W, int Most, int K = W, typename F>
+EIGEN_ALWAYS_INLINE Index with_register_columns(Index len, const F& f) {
+  if constexpr (K >= Most) {
+    return f(std::integral_constant<int, Most>());
+  } else {
+    if (len <= K) return f(std::integral_constant<int, K>());
+    return with_register_columns<W, Most, K + W>(len, f);
+  }
+}
+
+/// Runs register_rows over groups of ps distributions: all whole groups when Across, else
+/// the groups of rows whose loads stay within the input (entries up to K - 1 of each row;
 /// the last rows are left to the caller). A group with a non-finite maximum goes through
 /// fallback(j0) instead. Returns the distributions done.
-template <bool Lse, forward_op Op, bool Across, typename F>
-Index register_rows_run(const float* x, Index xs, float* y, Index ys, Index count, Index len,
-                        const shift<float>& sh, float* lse, Index os, const F& fallback) {
+template <bool Lse, forward_op Op, bool Across, typename T, typename F>
+Index register_rows_run(const T* x, Index xs, T* y, Index ys, Index count, Index len,
+                        const shift<T>& sh, T* lse, Index os, const F& fallback) {
+  using P = typename lane_tile<T>::Packet;
+  constexpr int ps = lane_tile<T>::ps, w = piece_columns<P>;
   // Distribution j0 starts at x + j0 * step (and y + j0 * ystep).
   const Index step = Across ? 1 : xs, ystep = Across ? 1 : ys;
-  const auto run = [&](auto divide, auto groups) {
+  const auto run = [&](auto divide, auto columns) {
     constexpr bool D = decltype(divide)::value;
-    constexpr int G = decltype(groups)::value;
+    constexpr int K = decltype(columns)::value;
     const Index last = (count - 1) * xs + len;  // rows: one past the input's last entry
     Index j0 = 0;
-    for (; j0 + 16 <= count && (Across || (j0 + 15) * xs + 4 * G <= last); j0 += 16) {
-      if (!register_rows<Lse, Op, D, G, Across>(x + j0 * step, xs, y + j0 * ystep, ys,
-                                                static_cast<int>(len), sh, lse + j0 * os, os)) {
+    for (; j0 + ps <= count && (Across || (j0 + ps - 1) * xs + K <= last); j0 += ps) {
+      // Only the output in use is offset (the other is null).
+      T* const yj = Lse ? y : y + j0 * ystep;
+      T* const lj = Lse ? lse + j0 * os : lse;
+      if (!register_rows<Lse, Op, D, K, Across>(x + j0 * step, xs, yj, ys, static_cast<int>(len),
+                                                sh, lj, os)) {
         fallback(j0);
       }
     }
     return j0;
   };
-  const auto with_groups = [&](auto divide) {
-    using I = int;
-    constexpr int most = static_cast<int>(register_rows_max<Lse>) / 4;
-    switch ((len + 3) / 4) {
-      case 1:
-        return run(divide, std::integral_constant<I, 1>());
-      case 2:
-        return run(divide, std::integral_constant<I, 2>());
-      case 3:
-        return run(divide, std::integral_constant<I, 3>());
-      default:
-        return run(divide, std::integral_constant<I, most>());
-    }
-  };
-  if (sh.divide) return with_groups(std::true_type());
-  return with_groups(std::false_type());
+  constexpr int most = static_cast<int>(register_rows_max<Lse>) / w * w;
+  if (sh.divide) {
+    return with_register_columns<w, most>(len, [&](auto k) { return run(std::true_type(), k); });
+  }
+  return with_register_columns<w, most>(len, [&](auto k) { return run(std::false_type(), k); });
 }
 
-/// forward_across of float distributions of up to register_rows_max<false> entries: groups
-/// of 16 in registers, through the lane tile where a group holds a non-finite maximum.
-/// Returns the distributions done (whole groups).
-template <forward_op Op>
-EIGEN_DONT_INLINE Index forward_register_across(const float* x, Index xk, float* y, Index yk,
-                                                Index count, Index len, float temperature) {
+/// forward_across of distributions of up to register_rows_max<false> entries: a packet's
+/// worth at a time in registers, through the lane tile where a group holds a non-finite
+/// maximum. Returns the distributions done (whole groups).
+template <forward_op Op, typename T>
+EIGEN_DONT_INLINE Index forward_register_across(const T* x, Index xk, T* y, Index yk, Index count,
+                                                Index len, T temperature) {
   return register_rows_run<false, Op, true>(
-      x, xk, y, yk, count, len, shift<float>(0.0f, temperature), static_cast<float*>(nullptr), 0,
-      [&](Index j0) { forward_blocks<Op>(x + j0, xk, y + j0, yk, 16, len, temperature); });
+      x, xk, y, yk, count, len, shift<T>(T(0), temperature), static_cast<T*>(nullptr), 0,
+      [&](Index j0) {
+        forward_blocks<Op>(x + j0, xk, y + j0, yk, Index(lane_tile<T>::ps), len, temperature);
+      });
 }
+
+/// Whether the register kernels take T: float, and double side by side (forward_across).
+/// Double rows and double logsumexp stay on the tile: 4096 x 10, rows: softmax 0.76 ->
+/// 0.73 G/s, log_softmax 0.74 -> 0.66; side by side: softmax 0.85 -> 0.99, log_softmax 0.81
+/// -> 0.84, logsumexp 0.98 -> 0.97.
+template <typename T, bool Across>
+inline constexpr bool has_register_rows =
+    std::is_same_v<T, float> || (Across && std::is_same_v<T, double>);
 #endif
 
 /// softmax or log_softmax of count distributions side by side (see forward_lanes): panels
@@ -2346,7 +2380,7 @@ template <forward_op Op, typename T>
 void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len, T temperature,
                     bool stream = false) {
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (has_register_rows<T, true>) {
     if (len <= register_rows_max<false> && temperature != T(0) && !is_pos_inf(temperature)) {
       const Index done = forward_register_across<Op>(x, xk, y, yk, count, len, temperature);
       if (done < count)
@@ -2415,18 +2449,19 @@ void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Ind
 }
 
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-/// forward_short_rows of float rows of up to register_rows_max<false> entries: groups of 16
-/// rows in registers, through the tile where a group holds a non-finite maximum. Kept out
-/// of line: inside forward_short_rows it slowed the tile loop there by 5-8% (log_softmax,
-/// 4096 rows of 13-20).
-template <forward_op Op>
-EIGEN_DONT_INLINE Index forward_register_rows(const float* x, Index xd, float* y, Index yd,
-                                              Index count, Index len, float temperature) {
-  return register_rows_run<false, Op, false>(
-      x, xd, y, yd, count, len, shift<float>(0.0f, temperature), static_cast<float*>(nullptr), 0,
-      [&](Index j0) {
-        forward_short<Op>(x + j0 * xd, xd, 1, y + j0 * yd, yd, 1, 16, len, temperature);
-      });
+/// forward_short_rows of rows of up to register_rows_max<false> entries: a packet's worth
+/// at a time in registers, through the tile where a group holds a non-finite maximum. Kept
+/// out of line: inside forward_short_rows it slowed the tile loop there by 5-8%
+/// (log_softmax, 4096 float rows of 13-20).
+template <forward_op Op, typename T>
+EIGEN_DONT_INLINE Index forward_register_rows(const T* x, Index xd, T* y, Index yd, Index count,
+                                              Index len, T temperature) {
+  return register_rows_run<false, Op, false>(x, xd, y, yd, count, len, shift<T>(T(0), temperature),
+                                             static_cast<T*>(nullptr), 0, [&](Index j0) {
+                                               forward_short<Op>(x + j0 * xd, xd, 1, y + j0 * yd,
+                                                                 yd, 1, Index(lane_tile<T>::ps),
+                                                                 len, temperature);
+                                             });
 }
 #endif
 
@@ -2446,7 +2481,7 @@ Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Inde
       return 0;
     }
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-    if constexpr (std::is_same_v<T, float>) {
+    if constexpr (has_register_rows<T, false>) {
       if (len <= register_rows_max<false>) {
         return forward_register_rows<Op>(x, xd, y, yd, count, len, temperature);
       }
@@ -2470,17 +2505,17 @@ Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Inde
 }
 
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-/// logsumexp_short_rows of float rows of up to register_rows_max<true> entries, as
+/// logsumexp_short_rows of rows of up to register_rows_max<true> entries, as
 /// forward_register_rows.
-EIGEN_DONT_INLINE inline Index logsumexp_register_rows(const float* x, Index xd, Index count,
-                                                       Index len, float* out, Index os) {
+template <typename T>
+EIGEN_DONT_INLINE Index logsumexp_register_rows(const T* x, Index xd, Index count, Index len,
+                                                T* out, Index os) {
   return register_rows_run<true, forward_op::softmax, false>(
-      x, xd, static_cast<float*>(nullptr), 0, count, len, shift<float>(0.0f, 1.0f), out, os,
-      [&](Index j0) {
-        lane_tile<float> t;
-        tile_load_gather(t, x + j0 * xd, xd, 1, 16, len);
+      x, xd, static_cast<T*>(nullptr), 0, count, len, shift<T>(T(0), T(1)), out, os, [&](Index j0) {
+        lane_tile<T> t;
+        tile_load_gather(t, x + j0 * xd, xd, 1, Index(lane_tile<T>::ps), len);
         tile_logsumexp(t, len);
-        for (Index j = 0; j < 16; ++j) out[(j0 + j) * os] = t.scale[j];
+        for (Index j = 0; j < lane_tile<T>::ps; ++j) out[(j0 + j) * os] = t.scale[j];
       });
 }
 #endif
@@ -2494,13 +2529,13 @@ Index logsumexp_short_rows(const T* x, Index xd, Index count, Index len, T* out,
   } else {
     constexpr int ps = lane_tile<T>::ps;
     if (len == 0 || len > short_length<T>) return 0;
-    lane_tile<T> t;
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-    if constexpr (std::is_same_v<T, float>) {
+    if constexpr (has_register_rows<T, false>) {
       if (len <= register_rows_max<true>)
         return logsumexp_register_rows(x, xd, count, len, out, os);
     }
 #endif
+    lane_tile<T> t;
     const Index padded = (len + ps - 1) / ps * ps;
     const Index last = (count - 1) * xd + len;
     Index j0 = 0;
@@ -2581,13 +2616,15 @@ void logsumexp_blocks(const T* x, Index xk, Index count, Index len, T* out, Inde
 }
 
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-/// logsumexp_blocks of float distributions of up to register_rows_max<true> entries, as
+/// logsumexp_blocks of distributions of up to register_rows_max<true> entries, as
 /// forward_register_across.
-EIGEN_DONT_INLINE inline Index logsumexp_register_across(const float* x, Index xk, Index count,
-                                                         Index len, float* out, Index os) {
+template <typename T>
+EIGEN_DONT_INLINE Index logsumexp_register_across(const T* x, Index xk, Index count, Index len,
+                                                  T* out, Index os) {
   return register_rows_run<true, forward_op::softmax, true>(
-      x, xk, static_cast<float*>(nullptr), 0, count, len, shift<float>(0.0f, 1.0f), out, os,
-      [&](Index j0) { logsumexp_blocks(x + j0, xk, Index(16), len, out + j0 * os, os); });
+      x, xk, static_cast<T*>(nullptr), 0, count, len, shift<T>(T(0), T(1)), out, os, [&](Index j0) {
+        logsumexp_blocks(x + j0, xk, Index(lane_tile<T>::ps), len, out + j0 * os, os);
+      });
 }
 #endif
 
@@ -2626,7 +2663,7 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
       }
     }
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-    if constexpr (std::is_same_v<T, float>) {
+    if constexpr (has_register_rows<T, false>) {
       if (len <= register_rows_max<true>) d = logsumexp_register_across(x, xk, count, len, out, os);
     }
 #endif
