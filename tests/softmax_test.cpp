@@ -831,6 +831,10 @@ TYPED_TEST(SoftmaxBatchLimits, FiniteRowsDoNotDependOnTheirNeighbours) {
       for (Index r = 0; r < clean.rows(); ++r) {
         if (r % 9 != 0 && r % 9 != 7 && r % 9 != 8) clean.row(r) = clean.row(0);
       }
+      // Only entirely -inf rows (padded samples) beside the finite ones: the register
+      // kernels shift such lanes by 0 as the tile does, rather than leave the group to it.
+      Mat<T> padded = clean;
+      for (Index r = 1; r < padded.rows(); r += 9) padded.row(r).setConstant(-inf<T>);
       for (T t : {T(1), T(0.7)}) {
         Mat<T> a, b, la, lb;
         Vec<T> lsa, lsb;
@@ -851,6 +855,28 @@ TYPED_TEST(SoftmaxBatchLimits, FiniteRowsDoNotDependOnTheirNeighbours) {
         }
         const std::string what = std::to_string(cols) + " columns, " +
                                  (order == 0 ? "column-major" : "row-major") + ", T = " + show(t);
+        Mat<T> p, lp;
+        Vec<T> lsp;
+        if (order == 0) {
+          p = smax::softmax(padded, smax::rowwise, t);
+          lp = smax::log_softmax(padded, smax::rowwise, t);
+          lsp = smax::logsumexp(padded, smax::rowwise);
+        } else {
+          p = smax::softmax(RM(padded), smax::rowwise, t);
+          lp = smax::log_softmax(RM(padded), smax::rowwise, t);
+          lsp = smax::logsumexp(RM(padded), smax::rowwise);
+        }
+        for (Index r = 0; r < padded.rows(); ++r) {
+          if (r % 9 == 1) {
+            EXPECT_TRUE(p.row(r).array().isNaN().all()) << "padded, " << what << ", row " << r;
+            EXPECT_TRUE(lp.row(r).array().isNaN().all()) << "padded, " << what << ", row " << r;
+            EXPECT_EQ(lsp(r), -inf<T>) << "padded, " << what << ", row " << r;
+          } else {
+            EXPECT_TRUE(bit_equal(b.row(r), p.row(r))) << "padded, " << what << ", row " << r;
+            EXPECT_TRUE(bit_equal(lb.row(r), lp.row(r))) << "padded, " << what << ", row " << r;
+            EXPECT_EQ(lsb(r), lsp(r)) << "padded, " << what << ", row " << r;
+          }
+        }
         for (Index r = 0; r < mixed.rows(); ++r) {
           if (r % 9 == 0 || r % 9 == 7 || r % 9 == 8) {
             EXPECT_TRUE(bit_equal(b.row(r), a.row(r))) << what << ", row " << r;
