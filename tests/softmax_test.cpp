@@ -1004,6 +1004,33 @@ TYPED_TEST(SoftmaxBatchLimits, ColumnMajorPanelsAgreeAtAnySizeOffsetAndStride) {
 // 64-byte boundary on (kernels.hpp: stream_pays): the same bits as plain stores at every
 // offset from that boundary, at T = 1, below and above, in place too. softmax keeps plain
 // stores, which the same check covers.
+TYPED_TEST(SoftmaxBatchLimits, OutputsJustPastTheirInputsMatchBitForBit) {
+  using T = TypeParam;
+  // Rows of a column-major matrix whose output lies 16-112 bytes past (or before) the input
+  // modulo 4 KiB: the register kernels walk their groups backwards there. Any order gives
+  // the same bits as an output elsewhere; a group done twice or skipped does not.
+  const Index rows = 100, cols = 10;  // 6 whole groups of 16 floats (12 of 8 doubles) + a tail
+  const Mat<T> z = loss::random_matrix<T>(rows, cols, 31, -20, 20);
+  const Mat<T> expected = smax::softmax(z, smax::rowwise, T(0.7)),
+               expected_log = smax::log_softmax(z, smax::rowwise);
+  std::vector<T> buffer(static_cast<std::size_t>(3 * rows * cols + 4096));
+  const std::uintptr_t page = 4096, at = reinterpret_cast<std::uintptr_t>(buffer.data());
+  T* const x = buffer.data() + ((page - at % page) % page) / sizeof(T);
+  for (Index gap : {Index(16), Index(64), Index(112), Index(4096 - 64)}) {
+    // y - x = 2 pages + gap bytes: past the input, gap modulo 4 KiB.
+    T* const y = x + (2 * 4096 + gap) / static_cast<Index>(sizeof(T));
+    ASSERT_LE(y + rows * cols, buffer.data() + buffer.size());
+    Eigen::Map<Mat<T>> in(x, rows, cols), out(y, rows, cols);
+    in = z;
+    out.setConstant(T(-1));
+    smax::softmax_into(out, in, smax::rowwise, T(0.7));
+    EXPECT_TRUE(bit_equal(Mat<T>(out), expected)) << "softmax, gap " << gap;
+    out.setConstant(T(-1));
+    smax::log_softmax_into(out, in, smax::rowwise);
+    EXPECT_TRUE(bit_equal(Mat<T>(out), expected_log)) << "log_softmax, gap " << gap;
+  }
+}
+
 TYPED_TEST(SoftmaxBatchLimits, StreamedOutputsMatchBitForBit) {
   using T = TypeParam;
   for (const Index cols : {1, 17, 100, 1000, 1001}) {
