@@ -246,14 +246,6 @@ inline std::int64_t& stream_min_bytes() {
 }
 inline bool stream_pays(Index bytes) { return bytes >= stream_min_bytes(); }
 
-/// How many bytes `out` lies past `in` modulo 4 KiB. A load whose address matches an
-/// earlier store still in flight in its low 12 bits waits for that store, so kernels that
-/// write just past what they read next take their data in another order.
-inline Index bytes_past_modulo_4k(const void* out, const void* in) {
-  return static_cast<Index>(
-      (reinterpret_cast<std::uintptr_t>(out) - reinterpret_cast<std::uintptr_t>(in)) & 4095u);
-}
-
 inline constexpr Index block_size = 256;
 inline constexpr Index gather_size = 256;
 
@@ -2190,49 +2182,6 @@ bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
   return true;
 }
 
-/// Longest distribution the short-row path transposes into its tile: rows up to this
-/// length are too short for forward_one to run at full speed one at a time.
-template <typename T>
-inline constexpr Index short_length = Index(8192 / sizeof(T)) / lane_block;
-
-/// softmax or log_softmax of count short distributions stored one after another (element k
-/// of distribution j at x[j * xd + k * xk]): one distribution is too short to fill a vector
-/// register, so blocks of lane_block of them are gathered into a stack tile and
-/// vectorised across, as in forward_lanes.
-template <forward_op Op, typename T>
-void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Index count, Index len,
-                   T temperature) {
-  if constexpr (has_packet_exp<T>) {
-    if (temperature != T(0) && !is_pos_inf(temperature)) {
-      const shift<T> sh(T(0), temperature);
-      lane_tile<T> t;
-      for (Index j0 = 0; j0 < count; j0 += lane_block) {
-        const Index nb = std::min(lane_block, count - j0);
-        tile_load_gather(t, x + j0 * xd, xd, xk, nb, len);
-        with_tile_output<Op>(t, len, sh, [&](const auto& f) {
-          tile_store_scatter<T>(f, y + j0 * yd, yd, yk, nb, len);
-        });
-      }
-      return;
-    }
-  }
-  alignas(64) T tile[lane_block * short_length<T>];
-  for (Index j0 = 0; j0 < count; j0 += lane_block) {
-    const Index nb = std::min(lane_block, count - j0);
-    for (Index j = 0; j < nb; ++j) {
-      for (Index k = 0; k < len; ++k) tile[j + k * nb] = x[(j0 + j) * xd + k * xk];
-    }
-    if (nb == lane_block) {
-      forward_lanes<Op, int(lane_block)>(tile, nb, tile, nb, nb, len, temperature);
-    } else {
-      forward_lanes<Op, Eigen::Dynamic>(tile, nb, tile, nb, nb, len, temperature);
-    }
-    for (Index j = 0; j < nb; ++j) {
-      for (Index k = 0; k < len; ++k) y[(j0 + j) * yd + k * yk] = tile[j + k * nb];
-    }
-  }
-}
-
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
 /// Longest distributions the register kernel below takes: every entry of a packet's worth
 /// of them held in zmm registers, within one chunk of tile_exp_sum's exact lane sums
@@ -2388,18 +2337,14 @@ EIGEN_ALWAYS_INLINE Index with_register_columns(Index len, const F& f) {
 /// Runs register_rows over groups of ps distributions: all whole groups when Across, else
 /// the groups of rows whose loads stay within the input (entries up to K - 1 of each row;
 /// the last rows are left to the caller). A group with a +inf or NaN maximum goes through
-/// the lane tile, gathered (the same tile kernel as the other short paths, so the same
-/// bits). Returns the distributions done. Out of line: inlined into forward_short_rows it
-/// slowed that function's tile loop by 5-8% (log_softmax, 4096 float rows of 13-20).
-template <bool Lse, forward_op Op, bool Across, typename T>
-EIGEN_DONT_INLINE Index register_rows_run(const T* x, Index xs, T* y, Index ys, Index count,
-                                          Index len, T temperature, T* lse, Index os) {
+/// fallback(j0) instead. Returns the distributions done.
+template <bool Lse, forward_op Op, bool Across, typename T, typename F>
+Index register_rows_run(const T* x, Index xs, T* y, Index ys, Index count, Index len,
+                        const shift<T>& sh, T* lse, Index os, const F& fallback) {
   using P = typename lane_tile<T>::Packet;
   constexpr int ps = lane_tile<T>::ps, w = piece_columns<P>;
-  const shift<T> sh(T(0), temperature);
-  // Distribution j0 starts at x + j0 * step (and y + j0 * ystep), its entries xk apart.
+  // Distribution j0 starts at x + j0 * step (and y + j0 * ystep).
   const Index step = Across ? 1 : xs, ystep = Across ? 1 : ys;
-  const Index xk = Across ? xs : 1, yk = Across ? ys : 1;
   const auto run = [&](auto divide, auto columns) {
     constexpr bool D = decltype(divide)::value;
     constexpr int K = decltype(columns)::value;
@@ -2410,17 +2355,9 @@ EIGEN_DONT_INLINE Index register_rows_run(const T* x, Index xs, T* y, Index ys, 
       // Only the output in use is offset (the other is null).
       T* const yj = Lse ? y : y + j0 * ystep;
       T* const lj = Lse ? lse + j0 * os : lse;
-      const T* const xj = x + j0 * step;
-      if (register_rows<Lse, Op, D, K, Across>(xj, xs, yj, ys, static_cast<int>(len), sh, lj, os)) {
-        return;
-      }
-      if constexpr (Lse) {
-        lane_tile<T> t;
-        tile_load_gather(t, xj, step, xk, Index(ps), len);
-        tile_logsumexp(t, len);
-        for (Index j = 0; j < ps; ++j) lj[j * os] = t.scale[j];
-      } else {
-        forward_short<Op>(xj, step, xk, yj, ystep, yk, Index(ps), len, temperature);
+      if (!register_rows<Lse, Op, D, K, Across>(x + j0 * step, xs, yj, ys, static_cast<int>(len),
+                                                sh, lj, os)) {
+        fallback(j0);
       }
     };
     // A group's loads wait for the stores of the groups before it still in flight when
@@ -2429,8 +2366,12 @@ EIGEN_DONT_INLINE Index register_rows_run(const T* x, Index xs, T* y, Index ys, 
     // backwards (4096 x 10 floats; backwards is as slow 16-112 bytes before), so such
     // outputs walk the groups backwards. Contiguous rows ran 1.51-1.54 at every gap tried
     // (steps of 128 bytes).
-    const Index gap = Lse || !Across ? 0 : bytes_past_modulo_4k(y, x);
-    if (gap > 0 && gap <= 3 * ps * static_cast<Index>(sizeof(T))) {
+    const Index group_bytes = ps * static_cast<Index>(sizeof(T));
+    const Index gap = Lse || !Across ? 0
+                                     : static_cast<Index>((reinterpret_cast<std::uintptr_t>(y) -
+                                                           reinterpret_cast<std::uintptr_t>(x)) &
+                                                          4095u);
+    if (gap > 0 && gap <= 3 * group_bytes) {
       for (Index j0 = end; j0 > 0;) group(j0 -= ps);
     } else {
       for (Index j0 = 0; j0 < end; j0 += ps) group(j0);
@@ -2444,30 +2385,26 @@ EIGEN_DONT_INLINE Index register_rows_run(const T* x, Index xs, T* y, Index ys, 
   return with_register_columns<w, most>(len, [&](auto k) { return run(std::false_type(), k); });
 }
 
-/// softmax or log_softmax of count distributions of up to register_rows_max<false> entries
-/// (register_rows_run's layouts): returns the distributions done.
-template <forward_op Op, bool Across, typename T>
-Index forward_register(const T* x, Index xs, T* y, Index ys, Index count, Index len,
-                       T temperature) {
-  return register_rows_run<false, Op, Across>(x, xs, y, ys, count, len, temperature,
-                                              static_cast<T*>(nullptr), 0);
+/// forward_across of distributions of up to register_rows_max<false> entries: a packet's
+/// worth at a time in registers, through the lane tile where a group holds a +inf or NaN
+/// maximum. Returns the distributions done (whole groups).
+template <forward_op Op, typename T>
+EIGEN_DONT_INLINE Index forward_register_across(const T* x, Index xk, T* y, Index yk, Index count,
+                                                Index len, T temperature) {
+  return register_rows_run<false, Op, true>(
+      x, xk, y, yk, count, len, shift<T>(T(0), temperature), static_cast<T*>(nullptr), 0,
+      [&](Index j0) {
+        forward_blocks<Op>(x + j0, xk, y + j0, yk, Index(lane_tile<T>::ps), len, temperature);
+      });
 }
 
-/// logsumexp of count distributions of up to register_rows_max<true> entries into
-/// out[j * os]: returns the distributions done.
-template <bool Across, typename T>
-Index logsumexp_register(const T* x, Index xs, Index count, Index len, T* out, Index os) {
-  return register_rows_run<true, forward_op::softmax, Across>(x, xs, static_cast<T*>(nullptr), 0,
-                                                              count, len, T(1), out, os);
-}
-
-/// Whether a caller takes the register kernels for T: float always, double only where
-/// Double says so (the forward ops side by side). Double rows and double logsumexp stay on
-/// the tile: 4096 x 10, rows: softmax 0.76 -> 0.73 G/s, log_softmax 0.74 -> 0.66; side by
-/// side: softmax 0.85 -> 0.99, log_softmax 0.81 -> 0.84, logsumexp 0.98 -> 0.97.
-template <typename T, bool Double>
+/// Whether the register kernels take T: float, and double side by side (forward_across).
+/// Double rows and double logsumexp stay on the tile: 4096 x 10, rows: softmax 0.76 ->
+/// 0.73 G/s, log_softmax 0.74 -> 0.66; side by side: softmax 0.85 -> 0.99, log_softmax 0.81
+/// -> 0.84, logsumexp 0.98 -> 0.97.
+template <typename T, bool Across>
 inline constexpr bool has_register_rows = std::is_same_v<T, float> ||
-                                          (Double && std::is_same_v<T, double>);
+                                          (Across && std::is_same_v<T, double>);
 #endif
 
 /// softmax or log_softmax of count distributions side by side (see forward_lanes): panels
@@ -2479,7 +2416,7 @@ void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
   if constexpr (has_register_rows<T, true>) {
     if (len <= register_rows_max<false> && temperature != T(0) && !is_pos_inf(temperature)) {
-      const Index done = forward_register<Op, true>(x, xk, y, yk, count, len, temperature);
+      const Index done = forward_register_across<Op>(x, xk, y, yk, count, len, temperature);
       if (done < count)
         forward_blocks<Op>(x + done, xk, y + done, yk, count - done, len, temperature);
       return;
@@ -2502,6 +2439,66 @@ void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len
   forward_blocks<Op>(x, xk, y, yk, count, len, temperature);
 }
 
+/// Longest distribution the short-row path transposes into its tile: rows up to this
+/// length are too short for forward_one to run at full speed one at a time.
+template <typename T>
+inline constexpr Index short_length = Index(8192 / sizeof(T)) / lane_block;
+
+/// softmax or log_softmax of count short distributions stored one after another (element k
+/// of distribution j at x[j * xd + k * xk]): one distribution is too short to fill a vector
+/// register, so blocks of lane_block of them are gathered into a stack tile and
+/// vectorised across, as in forward_lanes.
+template <forward_op Op, typename T>
+void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Index count, Index len,
+                   T temperature) {
+  if constexpr (has_packet_exp<T>) {
+    if (temperature != T(0) && !is_pos_inf(temperature)) {
+      const shift<T> sh(T(0), temperature);
+      lane_tile<T> t;
+      for (Index j0 = 0; j0 < count; j0 += lane_block) {
+        const Index nb = std::min(lane_block, count - j0);
+        tile_load_gather(t, x + j0 * xd, xd, xk, nb, len);
+        with_tile_output<Op>(t, len, sh, [&](const auto& f) {
+          tile_store_scatter<T>(f, y + j0 * yd, yd, yk, nb, len);
+        });
+      }
+      return;
+    }
+  }
+  alignas(64) T tile[lane_block * short_length<T>];
+  for (Index j0 = 0; j0 < count; j0 += lane_block) {
+    const Index nb = std::min(lane_block, count - j0);
+    for (Index j = 0; j < nb; ++j) {
+      for (Index k = 0; k < len; ++k) tile[j + k * nb] = x[(j0 + j) * xd + k * xk];
+    }
+    if (nb == lane_block) {
+      forward_lanes<Op, int(lane_block)>(tile, nb, tile, nb, nb, len, temperature);
+    } else {
+      forward_lanes<Op, Eigen::Dynamic>(tile, nb, tile, nb, nb, len, temperature);
+    }
+    for (Index j = 0; j < nb; ++j) {
+      for (Index k = 0; k < len; ++k) y[(j0 + j) * yd + k * yk] = tile[j + k * nb];
+    }
+  }
+}
+
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+/// forward_short_rows of rows of up to register_rows_max<false> entries: a packet's worth
+/// at a time in registers, through the tile where a group holds a +inf or NaN maximum. Kept
+/// out of line: inside forward_short_rows it slowed the tile loop there by 5-8%
+/// (log_softmax, 4096 float rows of 13-20).
+template <forward_op Op, typename T>
+EIGEN_DONT_INLINE Index forward_register_rows(const T* x, Index xd, T* y, Index yd, Index count,
+                                              Index len, T temperature) {
+  return register_rows_run<false, Op, false>(x, xd, y, yd, count, len, shift<T>(T(0), temperature),
+                                             static_cast<T*>(nullptr), 0, [&](Index j0) {
+                                               forward_short<Op>(x + j0 * xd, xd, 1, y + j0 * yd,
+                                                                 yd, 1, Index(lane_tile<T>::ps),
+                                                                 len, temperature);
+                                             });
+}
+#endif
+
 /// Short contiguous rows (element k of row j at x[j * xd + k], xd >= len, and the same for
 /// y): blocks of lane_block rows are transposed into the tile in registers (Eigen's
 /// ptranspose), run through the tile kernel and transposed back. Loads of a row's last
@@ -2520,7 +2517,7 @@ Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Inde
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
     if constexpr (has_register_rows<T, false>) {
       if (len <= register_rows_max<false>) {
-        return forward_register<Op, false>(x, xd, y, yd, count, len, temperature);
+        return forward_register_rows<Op>(x, xd, y, yd, count, len, temperature);
       }
     }
 #endif
@@ -2541,6 +2538,22 @@ Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Inde
   }
 }
 
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+/// logsumexp_short_rows of rows of up to register_rows_max<true> entries, as
+/// forward_register_rows.
+template <typename T>
+EIGEN_DONT_INLINE Index logsumexp_register_rows(const T* x, Index xd, Index count, Index len,
+                                                T* out, Index os) {
+  return register_rows_run<true, forward_op::softmax, false>(
+      x, xd, static_cast<T*>(nullptr), 0, count, len, shift<T>(T(0), T(1)), out, os, [&](Index j0) {
+        lane_tile<T> t;
+        tile_load_gather(t, x + j0 * xd, xd, 1, Index(lane_tile<T>::ps), len);
+        tile_logsumexp(t, len);
+        for (Index j = 0; j < lane_tile<T>::ps; ++j) out[(j0 + j) * os] = t.scale[j];
+      });
+}
+#endif
+
 /// logsumexp of short contiguous rows (as forward_short_rows): out[j * os] for the rows
 /// done, which are returned (a multiple of lane_block).
 template <typename T>
@@ -2553,7 +2566,7 @@ Index logsumexp_short_rows(const T* x, Index xd, Index count, Index len, T* out,
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
     if constexpr (has_register_rows<T, false>) {
       if (len <= register_rows_max<true>)
-        return logsumexp_register<false>(x, xd, count, len, out, os);
+        return logsumexp_register_rows(x, xd, count, len, out, os);
     }
 #endif
     lane_tile<T> t;
@@ -2636,6 +2649,19 @@ void logsumexp_blocks(const T* x, Index xk, Index count, Index len, T* out, Inde
   if (d < count) logsumexp_lanes<Eigen::Dynamic>(x + d, xk, count - d, len, out + d * os, os);
 }
 
+#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
+/// logsumexp_blocks of distributions of up to register_rows_max<true> entries, as
+/// forward_register_across.
+template <typename T>
+EIGEN_DONT_INLINE Index logsumexp_register_across(const T* x, Index xk, Index count, Index len,
+                                                  T* out, Index os) {
+  return register_rows_run<true, forward_op::softmax, true>(
+      x, xk, static_cast<T*>(nullptr), 0, count, len, shift<T>(T(0), T(1)), out, os, [&](Index j0) {
+        logsumexp_blocks(x + j0, xk, Index(lane_tile<T>::ps), len, out + j0 * os, os);
+      });
+}
+#endif
+
 /// logsumexp of count distributions (element k of distribution d at x[d * xd + k * xk])
 /// into out[d * os], choosing the layout's fastest path.
 template <typename T>
@@ -2672,7 +2698,7 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
     }
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
     if constexpr (has_register_rows<T, false>) {
-      if (len <= register_rows_max<true>) d = logsumexp_register<true>(x, xk, count, len, out, os);
+      if (len <= register_rows_max<true>) d = logsumexp_register_across(x, xk, count, len, out, os);
     }
 #endif
     if (d < count) logsumexp_blocks(x + d, xk, count - d, len, out + d * os, os);
@@ -3212,7 +3238,8 @@ void packet_row_backward_long_t(const T* y, const T* dy, T* out, Index n, T temp
   // 5.05 G/s, against 6.0 elsewhere); four packets loaded before their stores then run 4.95
   // / 5.3 / 5.2 (but 3-8 % slower than one at a time at other offsets).
   const auto near_past = [out](const T* a) {
-    const Index d = bytes_past_modulo_4k(out, a);
+    const auto d =
+        (reinterpret_cast<std::uintptr_t>(out) - reinterpret_cast<std::uintptr_t>(a)) % 4096;
     return d >= 48 && d <= 160;
   };
   if (near_past(y) || near_past(dy)) {
