@@ -2191,8 +2191,8 @@ bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
 template <bool Lse>
 inline constexpr Index register_rows_max = Lse ? lane_chunk : 12;
 
-/// The lanes of a packet that are not finite, and those that are -inf (on the bits:
-/// -ffinite-math-only cannot fold them away).
+/// The lanes of a packet that are not finite, +inf or NaN (on the bits: -ffinite-math-only
+/// cannot fold them away).
 EIGEN_ALWAYS_INLINE __mmask16 nonfinite_lanes(__m512 v) {
   const __m512i e = _mm512_set1_epi32(0x7f800000);
   return _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(v), e), e);
@@ -2201,12 +2201,26 @@ EIGEN_ALWAYS_INLINE __mmask8 nonfinite_lanes(__m512d v) {
   const __m512i e = _mm512_set1_epi64(0x7ff0000000000000);
   return _mm512_cmpeq_epi64_mask(_mm512_and_si512(_mm512_castpd_si512(v), e), e);
 }
-EIGEN_ALWAYS_INLINE __mmask16 minus_inf_lanes(__m512 v) {
-  return _mm512_cmpeq_epi32_mask(_mm512_castps_si512(v), _mm512_set1_epi32(int(0xff800000u)));
+EIGEN_ALWAYS_INLINE __mmask16 plus_inf_lanes(__m512 v) {
+  return _mm512_cmpeq_epi32_mask(_mm512_castps_si512(v), _mm512_set1_epi32(0x7f800000));
 }
-EIGEN_ALWAYS_INLINE __mmask8 minus_inf_lanes(__m512d v) {
-  return _mm512_cmpeq_epi64_mask(_mm512_castpd_si512(v),
-                                 _mm512_set1_epi64(std::int64_t(0xfff0000000000000u)));
+EIGEN_ALWAYS_INLINE __mmask8 plus_inf_lanes(__m512d v) {
+  return _mm512_cmpeq_epi64_mask(_mm512_castpd_si512(v), _mm512_set1_epi64(0x7ff0000000000000));
+}
+EIGEN_ALWAYS_INLINE __mmask16 nan_lanes(__m512 v) {
+  const __m512i a = _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff));
+  return _mm512_cmpgt_epi32_mask(a, _mm512_set1_epi32(0x7f800000));
+}
+EIGEN_ALWAYS_INLINE __mmask8 nan_lanes(__m512d v) {
+  const __m512i a = _mm512_and_si512(_mm512_castpd_si512(v), _mm512_set1_epi64(0x7fffffffffffffff));
+  return _mm512_cmpgt_epi64_mask(a, _mm512_set1_epi64(0x7ff0000000000000));
+}
+/// b where m is set, a elsewhere.
+EIGEN_ALWAYS_INLINE __m512 blend_lanes(__mmask16 m, __m512 a, __m512 b) {
+  return _mm512_mask_blend_ps(m, a, b);
+}
+EIGEN_ALWAYS_INLINE __m512d blend_lanes(__mmask8 m, __m512d a, __m512d b) {
+  return _mm512_mask_blend_pd(m, a, b);
 }
 EIGEN_ALWAYS_INLINE __m512 zero_lanes(__m512 v, __mmask16 m) {
   return _mm512_mask_mov_ps(v, m, _mm512_setzero_ps());
@@ -2215,16 +2229,43 @@ EIGEN_ALWAYS_INLINE __m512d zero_lanes(__m512d v, __mmask8 m) {
   return _mm512_mask_mov_pd(v, m, _mm512_setzero_pd());
 }
 
+/// lane_tile::prepare's rewrite of the lanes whose maximum is +inf, on columns c[0..len):
+/// +inf entries become 0 and the others -inf, or NaN throughout when the lane holds a NaN
+/// or, with Limits, two +inf.
+template <bool Limits, int K, typename P, typename M>
+EIGEN_ALWAYS_INLINE void rewrite_plus_inf_lanes(P* c, int len, M lanes) {
+  namespace ei = Eigen::internal;
+  using T = typename ei::unpacket_traits<P>::type;
+  M one = 0, two = 0, nan = 0;
+  for (int k = 0; k < K; ++k) {
+    if (k < len) {
+      const M i = plus_inf_lanes(c[k]);
+      two = M(two | (one & i));
+      one = M(one | i);
+      nan = M(nan | nan_lanes(c[k]));
+    }
+  }
+  const M bad = M(lanes & (Limits ? M(nan | two) : nan));
+  const P minus_inf = ei::pset1<P>(-std::numeric_limits<T>::infinity());
+  const P zero = ei::pset1<P>(T(0)), qnan = ei::pset1<P>(std::numeric_limits<T>::quiet_NaN());
+  for (int k = 0; k < K; ++k) {
+    if (k < len) {
+      const P r = blend_lanes(bad, blend_lanes(plus_inf_lanes(c[k]), minus_inf, zero), qnan);
+      c[k] = blend_lanes(lanes, c[k], r);
+    }
+  }
+}
+
 /// The forward ops of a packet's worth (ps) of distributions of len <= K entries, entirely
 /// in registers: the lane tile's operations in the same order, so the same bits, without
 /// its round trips through L1 and its per-block setup (4096 distributions of 10 floats,
 /// softmax: contiguous rows 1.40 -> 1.48 G/s, side by side 1.87 -> 2.67; rows of 8, 0.94 ->
 /// 1.64). Across: side by side (entry k of distribution j at x[j + k * xs]); else
 /// contiguous rows (row j at x + j * xs) transposed through piece_columns_load, whose loads
-/// reach entry K - 1 of each row. Returns false, having written nothing, when some maximum
-/// is +inf or NaN (the tile rewrites those lanes). logsumexp writes lse[j * os].
+/// reach entry K - 1 of each row. Non-finite maxima are handled as the tile's prepare
+/// handles them. logsumexp writes lse[j * os].
 template <bool Lse, forward_op Op, bool Divide, int K, bool Across, typename T>
-EIGEN_ALWAYS_INLINE bool register_rows(const T* x, Index xs, T* y, Index ys, int len,
+EIGEN_ALWAYS_INLINE void register_rows(const T* x, Index xs, T* y, Index ys, int len,
                                        const shift<T>& sh, T* lse, Index os) {
   namespace ei = Eigen::internal;
   using P = typename lane_tile<T>::Packet;
@@ -2243,10 +2284,13 @@ EIGEN_ALWAYS_INLINE bool register_rows(const T* x, Index xs, T* y, Index ys, int
       mn = ei::pmin(mn, c[k]);
     }
   }
-  // As the tile's prepare: a lane whose maximum is -inf (every entry masked) shifts by 0
-  // and takes the checked exp; +inf and NaN maxima need its rewrite.
+  // As the tile's prepare: a lane whose maximum is not finite shifts by 0 and takes the
+  // checked exp, a +inf one once rewritten (logsumexp's mx + log(sum) is then +inf or NaN).
   const auto nonfinite = nonfinite_lanes(mx);
-  if ((nonfinite & ~minus_inf_lanes(mx)) != 0) return false;
+  if (nonfinite != 0) {
+    const auto plus_inf = plus_inf_lanes(mx);
+    if (plus_inf != 0) rewrite_plus_inf_lanes<!Lse, K>(c, len, plus_inf);
+  }
   const P hb = sh.template halved<Divide>(zero_lanes(mx, nonfinite));
   const bool normal =
       nonfinite == 0 &&
@@ -2300,7 +2344,7 @@ EIGEN_ALWAYS_INLINE bool register_rows(const T* x, Index xs, T* y, Index ys, int
       ei::pstore(buf, r);
       for (int j = 0; j < ps; ++j) lse[j * os] = buf[j];
     }
-    return true;
+    return;
   }
   // Entries past len are computed but stored nowhere.
   for (int k = 0; k < K; ++k) {
@@ -2319,7 +2363,6 @@ EIGEN_ALWAYS_INLINE bool register_rows(const T* x, Index xs, T* y, Index ys, int
   } else {
     for (int k = 0; k < K; k += w) piece_columns_store(c + k, y + k, ys, std::min(w, len - k));
   }
-  return true;
 }
 
 /// f(std::integral_constant<int, K>) for the least multiple K of W that is >= len (at most
@@ -2336,11 +2379,14 @@ EIGEN_ALWAYS_INLINE Index with_register_columns(Index len, const F& f) {
 
 /// Runs register_rows over groups of ps distributions: all whole groups when Across, else
 /// the groups of rows whose loads stay within the input (entries up to K - 1 of each row;
-/// the last rows are left to the caller). A group with a +inf or NaN maximum goes through
-/// fallback(j0) instead. Returns the distributions done.
-template <bool Lse, forward_op Op, bool Across, typename T, typename F>
-Index register_rows_run(const T* x, Index xs, T* y, Index ys, Index count, Index len,
-                        const shift<T>& sh, T* lse, Index os, const F& fallback) {
+/// the last rows are left to the caller). Returns the distributions done. softmax and
+/// log_softmax write y (ys as xs), logsumexp lse[j * os]. Kept out of line: inside
+/// forward_short_rows it slowed the tile loop there by 5-8% (log_softmax, 4096 float rows
+/// of 13-20).
+template <bool Lse, forward_op Op, bool Across, typename T>
+EIGEN_DONT_INLINE Index register_rows_run(const T* x, Index xs, T* y, Index ys, Index count,
+                                          Index len, T temperature, T* lse, Index os) {
+  const shift<T> sh(T(0), temperature);
   using P = typename lane_tile<T>::Packet;
   constexpr int ps = lane_tile<T>::ps, w = piece_columns<P>;
   // Distribution j0 starts at x + j0 * step (and y + j0 * ystep).
@@ -2355,10 +2401,8 @@ Index register_rows_run(const T* x, Index xs, T* y, Index ys, Index count, Index
       // Only the output in use is offset (the other is null).
       T* const yj = Lse ? y : y + j0 * ystep;
       T* const lj = Lse ? lse + j0 * os : lse;
-      if (!register_rows<Lse, Op, D, K, Across>(x + j0 * step, xs, yj, ys, static_cast<int>(len),
-                                                sh, lj, os)) {
-        fallback(j0);
-      }
+      register_rows<Lse, Op, D, K, Across>(x + j0 * step, xs, yj, ys, static_cast<int>(len), sh, lj,
+                                           os);
     };
     // A group's loads wait for the stores of the groups before it still in flight when
     // their addresses match in the low 12 bits (4 KiB aliasing). Side by side, output
@@ -2385,19 +2429,6 @@ Index register_rows_run(const T* x, Index xs, T* y, Index ys, Index count, Index
   return with_register_columns<w, most>(len, [&](auto k) { return run(std::false_type(), k); });
 }
 
-/// forward_across of distributions of up to register_rows_max<false> entries: a packet's
-/// worth at a time in registers, through the lane tile where a group holds a +inf or NaN
-/// maximum. Returns the distributions done (whole groups).
-template <forward_op Op, typename T>
-EIGEN_DONT_INLINE Index forward_register_across(const T* x, Index xk, T* y, Index yk, Index count,
-                                                Index len, T temperature) {
-  return register_rows_run<false, Op, true>(
-      x, xk, y, yk, count, len, shift<T>(T(0), temperature), static_cast<T*>(nullptr), 0,
-      [&](Index j0) {
-        forward_blocks<Op>(x + j0, xk, y + j0, yk, Index(lane_tile<T>::ps), len, temperature);
-      });
-}
-
 /// Whether the register kernels take T: float, and double side by side (forward_across).
 /// Double rows and double logsumexp stay on the tile: 4096 x 10, rows: softmax 0.76 ->
 /// 0.73 G/s, log_softmax 0.74 -> 0.66; side by side: softmax 0.85 -> 0.99, log_softmax 0.81
@@ -2416,7 +2447,8 @@ void forward_across(const T* x, Index xk, T* y, Index yk, Index count, Index len
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
   if constexpr (has_register_rows<T, true>) {
     if (len <= register_rows_max<false> && temperature != T(0) && !is_pos_inf(temperature)) {
-      const Index done = forward_register_across<Op>(x, xk, y, yk, count, len, temperature);
+      const Index done = register_rows_run<false, Op, true>(x, xk, y, yk, count, len, temperature,
+                                                            static_cast<T*>(nullptr), 0);
       if (done < count)
         forward_blocks<Op>(x + done, xk, y + done, yk, count - done, len, temperature);
       return;
@@ -2482,23 +2514,6 @@ void forward_short(const T* x, Index xd, Index xk, T* y, Index yd, Index yk, Ind
   }
 }
 
-#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-/// forward_short_rows of rows of up to register_rows_max<false> entries: a packet's worth
-/// at a time in registers, through the tile where a group holds a +inf or NaN maximum. Kept
-/// out of line: inside forward_short_rows it slowed the tile loop there by 5-8%
-/// (log_softmax, 4096 float rows of 13-20).
-template <forward_op Op, typename T>
-EIGEN_DONT_INLINE Index forward_register_rows(const T* x, Index xd, T* y, Index yd, Index count,
-                                              Index len, T temperature) {
-  return register_rows_run<false, Op, false>(x, xd, y, yd, count, len, shift<T>(T(0), temperature),
-                                             static_cast<T*>(nullptr), 0, [&](Index j0) {
-                                               forward_short<Op>(x + j0 * xd, xd, 1, y + j0 * yd,
-                                                                 yd, 1, Index(lane_tile<T>::ps),
-                                                                 len, temperature);
-                                             });
-}
-#endif
-
 /// Short contiguous rows (element k of row j at x[j * xd + k], xd >= len, and the same for
 /// y): blocks of lane_block rows are transposed into the tile in registers (Eigen's
 /// ptranspose), run through the tile kernel and transposed back. Loads of a row's last
@@ -2517,7 +2532,8 @@ Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Inde
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
     if constexpr (has_register_rows<T, false>) {
       if (len <= register_rows_max<false>) {
-        return forward_register_rows<Op>(x, xd, y, yd, count, len, temperature);
+        return register_rows_run<false, Op, false>(x, xd, y, yd, count, len, temperature,
+                                                   static_cast<T*>(nullptr), 0);
       }
     }
 #endif
@@ -2538,22 +2554,6 @@ Index forward_short_rows(const T* x, Index xd, T* y, Index yd, Index count, Inde
   }
 }
 
-#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-/// logsumexp_short_rows of rows of up to register_rows_max<true> entries, as
-/// forward_register_rows.
-template <typename T>
-EIGEN_DONT_INLINE Index logsumexp_register_rows(const T* x, Index xd, Index count, Index len,
-                                                T* out, Index os) {
-  return register_rows_run<true, forward_op::softmax, false>(
-      x, xd, static_cast<T*>(nullptr), 0, count, len, shift<T>(T(0), T(1)), out, os, [&](Index j0) {
-        lane_tile<T> t;
-        tile_load_gather(t, x + j0 * xd, xd, 1, Index(lane_tile<T>::ps), len);
-        tile_logsumexp(t, len);
-        for (Index j = 0; j < lane_tile<T>::ps; ++j) out[(j0 + j) * os] = t.scale[j];
-      });
-}
-#endif
-
 /// logsumexp of short contiguous rows (as forward_short_rows): out[j * os] for the rows
 /// done, which are returned (a multiple of lane_block).
 template <typename T>
@@ -2566,7 +2566,8 @@ Index logsumexp_short_rows(const T* x, Index xd, Index count, Index len, T* out,
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
     if constexpr (has_register_rows<T, false>) {
       if (len <= register_rows_max<true>)
-        return logsumexp_register_rows(x, xd, count, len, out, os);
+        return register_rows_run<true, forward_op::softmax, false>(x, xd, static_cast<T*>(nullptr),
+                                                                   0, count, len, T(1), out, os);
     }
 #endif
     lane_tile<T> t;
@@ -2649,19 +2650,6 @@ void logsumexp_blocks(const T* x, Index xk, Index count, Index len, T* out, Inde
   if (d < count) logsumexp_lanes<Eigen::Dynamic>(x + d, xk, count - d, len, out + d * os, os);
 }
 
-#if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
-/// logsumexp_blocks of distributions of up to register_rows_max<true> entries, as
-/// forward_register_across.
-template <typename T>
-EIGEN_DONT_INLINE Index logsumexp_register_across(const T* x, Index xk, Index count, Index len,
-                                                  T* out, Index os) {
-  return register_rows_run<true, forward_op::softmax, true>(
-      x, xk, static_cast<T*>(nullptr), 0, count, len, shift<T>(T(0), T(1)), out, os, [&](Index j0) {
-        logsumexp_blocks(x + j0, xk, Index(lane_tile<T>::ps), len, out + j0 * os, os);
-      });
-}
-#endif
-
 /// logsumexp of count distributions (element k of distribution d at x[d * xd + k * xk])
 /// into out[d * os], choosing the layout's fastest path.
 template <typename T>
@@ -2698,7 +2686,10 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
     }
 #if defined(EIGEN_VECTORIZE_AVX512) && defined(__AVX512VL__)
     if constexpr (has_register_rows<T, false>) {
-      if (len <= register_rows_max<true>) d = logsumexp_register_across(x, xk, count, len, out, os);
+      if (len <= register_rows_max<true>) {
+        d = register_rows_run<true, forward_op::softmax, true>(x, xk, static_cast<T*>(nullptr), 0,
+                                                               count, len, T(1), out, os);
+      }
     }
 #endif
     if (d < count) logsumexp_blocks(x + d, xk, count - d, len, out + d * os, os);
