@@ -81,7 +81,7 @@ void fill_uniform(T* p, Index n, double lo, double hi, std::uint64_t seed) {
   }
 }
 
-enum class Data { logits, dy, softmax_y, log_softmax_y, masked_logits };
+enum class Data { logits, dy, softmax_y, log_softmax_y, masked_logits, plus_inf_logits };
 
 /// Row-major tensors shared by every contender: logits uniform in [-10, 10] (sane: the
 /// unsafe formula does not overflow on them), upstream gradients in [-1, 1], and smax's
@@ -118,6 +118,13 @@ const RowMat<T>& data(Data kind, Index rows, Index cols) {
             }
           }
         }
+        break;
+      }
+      case Data::plus_inf_logits: {
+        // The logits with one +inf entry in every 16th row (from row 3): each 16-row group of
+        // the short-row kernels holds a lane they must rewrite (a one-hot result).
+        *m = data<T>(Data::logits, rows, cols);
+        for (Index r = 3; r < rows; r += 16) (*m)(r, (r / 16) % cols) = std::numeric_limits<T>::infinity();
         break;
       }
     }
@@ -178,6 +185,12 @@ Wide reference(Op op, Index r, Index c, Index rows, Index cols, Wide temperature
       if (std::isinf(st.a) && st.a < 0) {  // a fully masked row: NaN, and logsumexp -inf
         return op == Op::logsumexp ? st.a : std::numeric_limits<Wide>::quiet_NaN();
       }
+      if (std::isinf(st.a)) {  // one +inf entry: one-hot, and logsumexp +inf
+        const bool hot = std::isinf(static_cast<Wide>(data<T>(src, rows, cols)(r, c)));
+        if (op == Op::softmax) return hot ? 1 : 0;
+        if (op == Op::log_softmax) return hot ? 0 : -st.a;
+        return st.a;
+      }
       const Wide d = (static_cast<Wide>(data<T>(src, rows, cols)(r, c)) - st.a) / temperature;
       if (op == Op::softmax) return std::exp(d) / st.b;
       if (op == Op::log_softmax) return d - std::log(st.b);
@@ -208,7 +221,7 @@ const std::vector<RowStats>& row_stats(Op op, Index rows, Index cols, Wide tempe
       const RowMat<T>& z = data<T>(src, rows, cols);
       st.a = -INFINITY;
       for (Index c = 0; c < cols; ++c) st.a = std::max(st.a, static_cast<Wide>(z(r, c)));
-      for (Index c = 0; c < cols; ++c)
+      for (Index c = 0; c < cols && std::isfinite(st.a); ++c)
         st.b += std::exp((static_cast<Wide>(z(r, c)) - st.a) / temperature);
     } else {
       const RowMat<T>& dy = data<T>(Data::dy, rows, cols);
@@ -1096,6 +1109,15 @@ void register_all() {
       kMasked);
   add("masked/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double, masked>,
       kMasked);
+  // A +inf entry in every 16th row (Data::plus_inf_logits): short rows keep their register
+  // kernels, which rewrite such lanes as the lane tile does.
+  const auto plus_inf = Data::plus_inf_logits;
+  add("plus_inf/softmax/smax_rowmajor", softmax_smax_rowmajor<float, false, plus_inf>, kMasked);
+  add("plus_inf/softmax/smax_colmajor_strided", softmax_smax_colmajor_strided<float, plus_inf>,
+      kMasked);
+  add("plus_inf/logsumexp/smax_rowmajor", logsumexp_smax_rowmajor<float, plus_inf>, kMasked);
+  add("plus_inf/softmax_f64/smax_colmajor_strided",
+      softmax_smax_colmajor_strided<double, plus_inf>, kMasked);
   add("unmasked/softmax/smax_rowmajor", softmax_smax_rowmajor<float, false>, kMasked);
   add("unmasked/softmax/smax_colmajor_strided", softmax_smax_colmajor_strided<float>, kMasked);
   add("unmasked/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double>, kMasked);

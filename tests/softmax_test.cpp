@@ -810,6 +810,11 @@ TYPED_TEST(SoftmaxBatchLimits, NonFiniteRowsInLaneBlocksGetThePolicyResult) {
       }
     }
   }
+  // Column-major panels past 4 MiB, whose softmax output pass computes the exponentials
+  // again rather than scaling the stored ones: a full panel (4 KiB of each column) of 1100
+  // entries, and a partial one.
+  const Index rows = Index(4096 / sizeof(T)) + 6;
+  check_mixed_batch<T>(mixed_batch<T>(rows, 1100, 1234), T(1), std::to_string(rows) + "x1100");
 }
 
 TYPED_TEST(SoftmaxBatchLimits, FiniteRowsDoNotDependOnTheirNeighbours) {

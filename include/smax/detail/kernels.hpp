@@ -1839,6 +1839,28 @@ struct panel_state {
   alignas(64) T lo[panel_max<T>];  // each lane's minimum
   compensated_sum<Sums> acc[panel_max<T> / lane_block];
   bool normal = true;  // every exponent of the panel lies in [normal_lo, 0]
+  // Lanes whose maximum is +inf or NaN (panel_exp_sum), given lane_tile::prepare's
+  // results: fix[j] is 0 for the others; 1 where +inf entries read as 0 and the rest as -inf
+  // (so their exponentials are 1 and 0); 2 where every entry reads as NaN. Such a lane
+  // shifts by 0 and computes what it may, then fixed() replaces it, so that the other
+  // lanes keep the unchecked exp. rewrite: some lane is.
+  alignas(64) T fix[panel_max<T>];
+  bool rewrite = false;
+
+  /// r for the lanes j0 on that fix leaves alone; for the others hot where the entry v is
+  /// +inf and cold elsewhere, or NaN.
+  template <typename Packet>
+  EIGEN_ALWAYS_INLINE Packet fixed(Index j0, const Packet& v, const Packet& r, T hot,
+                                   T cold) const {
+    namespace ei = Eigen::internal;
+    const Packet f = ei::pload<Packet>(fix + j0), zero = ei::pset1<Packet>(T(0));
+    const Packet inf = ei::pset1<Packet>(std::numeric_limits<T>::infinity());
+    const Packet lane =
+        ei::pselect(ei::pcmp_eq(v, inf), ei::pset1<Packet>(hot), ei::pset1<Packet>(cold));
+    const Packet nan = ei::pset1<Packet>(std::numeric_limits<T>::quiet_NaN());
+    return ei::pselect(ei::pcmp_eq(f, zero), r,
+                       ei::pselect(ei::pcmp_eq(f, ei::pset1<Packet>(T(1))), lane, nan));
+  }
 
   /// Adds a lane block's chunk sums (Fast2Sum pairs h, l with h seeded with 1) to block b.
   template <typename Packet>
@@ -1967,9 +1989,11 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
 /// does; up to panel_max_first entries the same arithmetic as logsumexp_lanes and
 /// forward_lanes_online, so a lane's result does not depend on its neighbours taking those
 /// kernels. With Store the exponentials go to y (column k of lane j at y[j + k * yk], which
-/// may be x). Returns false, having written nothing, where some lane's maximum is +inf or NaN.
-template <bool Divide, bool Store, typename T>
-bool panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh,
+/// may be x). A lane whose maximum is +inf or NaN is rewritten (st.fix) as the lane tile's
+/// prepare<Limits> rewrites it, where a panel used to leave all its lanes to the lane blocks
+/// (1024 x 1000 floats with one +inf row: softmax 1.9 -> 0.9 G/s).
+template <bool Divide, bool Store, bool Limits, typename T>
+void panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh,
                    panel_state<T>& st, T* y = nullptr, Index yk = 0) {
   namespace ei = Eigen::internal;
   using Packet = typename ei::packet_traits<T>::type;
@@ -2005,14 +2029,25 @@ bool panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh
       ei::pstore(lo + i * ps, ei::pmin(ei::pload<Packet>(lo + i * ps), v));
     }
   }
+  st.rewrite = false;
+  for (int i = 0; i < packets; ++i) ei::pstore(st.fix + i * ps, ei::pset1<Packet>(T(0)));
   for (Index j = 0; j < nb; ++j) {
     // A lane of -inf (a fully masked row) shifts by 0, as forward_lanes_online's does: its
     // sum is 0 and its results those of forward_one (NaN; logsumexp 0 + log(0) = -inf),
-    // and its neighbours keep the panel.
+    // and its neighbours keep the panel. So does a rewritten lane.
     if (is_neg_inf(st.m[j])) {
       st.m[j] = T(0);
     } else if (!is_finite(st.m[j])) {
-      return false;
+      Index plus_inf = 0;
+      bool nan = is_nan(st.m[j]);
+      for (Index k = 0; k < len && !nan; ++k) {
+        plus_inf += is_pos_inf(x[j + k * xk]) ? 1 : 0;
+        nan = is_nan(x[j + k * xk]);
+      }
+      st.fix[j] = nan || (Limits && plus_inf > 1) ? T(2) : T(1);
+      st.m[j] = T(0);
+      st.lo[j] = T(0);  // not the other lanes' exp range
+      st.rewrite = true;
     }
   }
   st.normal = true;
@@ -2023,46 +2058,54 @@ bool panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh
     st.normal = st.normal && !any_outside(d, ei::pset1<Packet>(exp_constants<T>::normal_lo), inf);
   }
   for (Index b = 0; b < blocks; ++b) st.acc[b] = compensated_sum<Sums>(Sums::Zero());
-  with_packet_exp<Packet>(st.normal, [&](auto exp_fn) {
-    for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
-      const Index k1 = std::min(len, k0 + lane_chunk);
-      const auto block = [&](Index b, auto na, auto nbj) {
-        const Index j0 = b * lane_block;
-        Packet hb[np], h[np], l[np];
-        for (int i = 0; i < na; ++i) {
-          hb[i] = st.template base<Divide, Packet>(j0 + i * ps, sh);
-          h[i] = ei::pset1<Packet>(T(1));
-          l[i] = ei::pset1<Packet>(T(0));
-        }
-        for (Index k = k0; k < k1; ++k) {
+  const auto pass = [&](auto rewrite) {
+    with_packet_exp<Packet>(st.normal, [&](auto exp_fn) {
+      for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
+        const Index k1 = std::min(len, k0 + lane_chunk);
+        const auto block = [&](Index b, auto na, auto nbj) {
+          const Index j0 = b * lane_block;
+          Packet hb[np], h[np], l[np];
           for (int i = 0; i < na; ++i) {
-            const Packet v = load_lanes<Packet>(x + k * xk + j0, i, nbj);
-            const Packet e = exp_fn(lane_exponent<Divide>(v, hb[i], sh));
-            if constexpr (Store) {
-              T* to = y + k * yk + j0 + i * ps;
-              const Index rest = nbj - Index(i) * ps;
-              if (rest >= ps) {
-                ei::pstoreu(to, e);
-              } else {
-                store_first(to, e, rest);
+            hb[i] = st.template base<Divide, Packet>(j0 + i * ps, sh);
+            h[i] = ei::pset1<Packet>(T(1));
+            l[i] = ei::pset1<Packet>(T(0));
+          }
+          for (Index k = k0; k < k1; ++k) {
+            for (int i = 0; i < na; ++i) {
+              const Packet v = load_lanes<Packet>(x + k * xk + j0, i, nbj);
+              Packet e = exp_fn(lane_exponent<Divide>(v, hb[i], sh));
+              if constexpr (decltype(rewrite)::value) e = st.fixed(j0 + i * ps, v, e, T(1), T(0));
+              if constexpr (Store) {
+                T* to = y + k * yk + j0 + i * ps;
+                const Index rest = nbj - Index(i) * ps;
+                if (rest >= ps) {
+                  ei::pstoreu(to, e);
+                } else {
+                  store_first(to, e, rest);
+                }
               }
+              fast_two_sum(h[i], l[i], e);
             }
-            fast_two_sum(h[i], l[i], e);
+          }
+          st.add(b, h, l, na);
+        };
+        for (Index b = 0; b < blocks; ++b) {
+          const Index nbj = std::min(lane_block, nb - b * lane_block);
+          if (nbj == lane_block) {
+            block(b, std::integral_constant<int, np>(),
+                  std::integral_constant<Index, lane_block>());
+          } else {
+            block(b, static_cast<int>((nbj + ps - 1) / ps), nbj);
           }
         }
-        st.add(b, h, l, na);
-      };
-      for (Index b = 0; b < blocks; ++b) {
-        const Index nbj = std::min(lane_block, nb - b * lane_block);
-        if (nbj == lane_block) {
-          block(b, std::integral_constant<int, np>(), std::integral_constant<Index, lane_block>());
-        } else {
-          block(b, static_cast<int>((nbj + ps - 1) / ps), nbj);
-        }
       }
-    }
-  });
-  return true;
+    });
+  };
+  if (st.rewrite) {
+    pass(std::true_type());
+  } else {
+    pass(std::false_type());
+  }
 }
 
 /// The panel's per-lane output factors into sc: 1 / sum rounded from acc_t (float) or the
@@ -2139,8 +2182,7 @@ inline constexpr Index panel_store_bytes = Index(4) << 20;
 /// entries: the maxima, then the exp-sum pass (storing softmax's exponentials in y when the
 /// panel is at most panel_store_bytes), then the output pass; longer: the online
 /// normaliser, then an output pass computing the exponentials again. Returns false, having
-/// written nothing, where some lane's maximum is +inf or NaN (or, past panel_max_first
-/// entries, -inf).
+/// written nothing, where past panel_max_first entries some lane's maximum is not finite.
 template <forward_op Op, bool Divide, typename T>
 bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature,
                    bool stream) {
@@ -2155,30 +2197,40 @@ bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
     return exact_normalise<T> ? ei::pdiv(e, factor(j)) : ei::pmul(e, factor(j));
   };
   if (softmax && len <= panel_max_first<T> && nb * len * Index(sizeof(T)) <= panel_store_bytes) {
-    if (!panel_exp_sum<Divide, true>(x, xk, nb, len, sh, st, y, yk)) return false;
+    panel_exp_sum<Divide, true, true>(x, xk, nb, len, sh, st, y, yk);
     panel_factors<Op>(st, nb, sc);
     panel_write<Packet>(y, yk, y, yk, nb, len, normalise);
     return true;
   }
-  if (!(len <= panel_max_first<T>
-            ? panel_exp_sum<Divide, false>(x, xk, nb, len, sh, st)
-            : panel_online_sum<Divide>(x, xk, nb, len, sh, temperature, st))) {
+  if (len <= panel_max_first<T>) {
+    panel_exp_sum<Divide, false, true>(x, xk, nb, len, sh, st);
+  } else if (!panel_online_sum<Divide>(x, xk, nb, len, sh, temperature, st)) {
     return false;
   }
   panel_factors<Op>(st, nb, sc);
-  with_packet_exp<Packet>(st.normal, [&](auto exp_fn) {
-    panel_write<Packet>(
-        x, xk, y, yk, nb, len,
-        [&](Index j, const Packet& v) {
-          const Packet d = lane_exponent<Divide>(v, st.template base<Divide, Packet>(j, sh), sh);
-          if constexpr (softmax) {
-            return normalise(j, exp_fn(d));
-          } else {
-            return ei::psub(d, factor(j));
-          }
-        },
-        stream && !softmax);  // softmax streamed measured 3 % slower (256 x 32000 float)
-  });
+  const auto output = [&](auto rewrite) {
+    with_packet_exp<Packet>(st.normal, [&](auto exp_fn) {
+      panel_write<Packet>(
+          x, xk, y, yk, nb, len,
+          [&](Index j, const Packet& v) {
+            constexpr bool fix = decltype(rewrite)::value;
+            const Packet d = lane_exponent<Divide>(v, st.template base<Divide, Packet>(j, sh), sh);
+            if constexpr (softmax) {
+              const Packet e = exp_fn(d);
+              return normalise(j, fix ? st.fixed(j, v, e, T(1), T(0)) : e);
+            } else {
+              const T minus_inf = -std::numeric_limits<T>::infinity();
+              return ei::psub(fix ? st.fixed(j, v, d, T(0), minus_inf) : d, factor(j));
+            }
+          },
+          stream && !softmax);  // softmax streamed measured 3 % slower (256 x 32000 float)
+    });
+  };
+  if (st.rewrite) {
+    output(std::true_type());
+  } else {
+    output(std::false_type());
+  }
   return true;
 }
 
@@ -2668,13 +2720,23 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
           const shift<T> sh(T(0), T(1));
           // Long distributions: the online normaliser reads the columns once, not twice
           // (256 x 32000 float: 1.24 -> 2.06 G/s), as logsumexp_lanes does there.
-          if (len > panel_max_first<T> ? panel_online_sum<false>(x + d, xk, nb, len, sh, T(1), st)
-                                       : panel_exp_sum<false, false>(x + d, xk, nb, len, sh, st)) {
+          bool done = true;
+          if (len > panel_max_first<T>) {
+            done = panel_online_sum<false>(x + d, xk, nb, len, sh, T(1), st);
+          } else {
+            panel_exp_sum<false, false, false>(x + d, xk, nb, len, sh, st);
+          }
+          if (done) {
             for (Index b = 0; b * lane_block < nb; ++b) {
               const auto log_s = lanes_log(st.acc[b].total());
               for (Index j = b * lane_block; j < std::min(nb, (b + 1) * lane_block); ++j) {
                 out[(d + j) * os] =
                     static_cast<T>(static_cast<acc_t<T>>(st.m[j]) + log_s(j - b * lane_block));
+                // A rewritten lane (a +inf maximum): +inf, or NaN where it holds a NaN.
+                if (st.rewrite && st.fix[j] != T(0)) {
+                  out[(d + j) * os] = st.fix[j] == T(1) ? std::numeric_limits<T>::infinity()
+                                                        : std::numeric_limits<T>::quiet_NaN();
+                }
               }
             }
           } else {
