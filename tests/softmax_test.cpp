@@ -815,6 +815,12 @@ TYPED_TEST(SoftmaxBatchLimits, NonFiniteRowsInLaneBlocksGetThePolicyResult) {
   // entries, and a partial one.
   const Index rows = Index(4096 / sizeof(T)) + 6;
   check_mixed_batch<T>(mixed_batch<T>(rows, 1100, 1234), T(1), std::to_string(rows) + "x1100");
+  // Past 16 KiB the panels run the online normaliser; its +inf and NaN rows too (without
+  // the entirely -inf rows, which still send such a panel to the lane blocks).
+  const Index cols = Index(16384 / sizeof(T)) + 3;
+  Mat<T> z = mixed_batch<T>(40, cols, 4321);
+  for (Index r = 1; r < z.rows(); r += 9) z.row(r) = z.row(0);
+  check_mixed_batch<T>(z, T(0.7), "40x" + std::to_string(cols) + " (online)");
 }
 
 TYPED_TEST(SoftmaxBatchLimits, FiniteRowsDoNotDependOnTheirNeighbours) {

@@ -1847,6 +1847,20 @@ struct panel_state {
   alignas(64) T fix[panel_max<T>];
   bool rewrite = false;
 
+  /// Sets fix[j] for lane j, entries x[k * xk] (k < len), whose maximum is +inf or NaN:
+  /// 2 where it holds a NaN or, with Limits (softmax, log_softmax), two +inf; else 1.
+  template <bool Limits>
+  void set_fix(Index j, const T* x, Index xk, Index len) {
+    Index plus_inf = 0;
+    bool nan = is_nan(m[j]);
+    for (Index k = 0; k < len && !nan; ++k) {
+      plus_inf += is_pos_inf(x[k * xk]) ? 1 : 0;
+      nan = is_nan(x[k * xk]);
+    }
+    fix[j] = nan || (Limits && plus_inf > 1) ? T(2) : T(1);
+    rewrite = true;
+  }
+
   /// r for the lanes j0 on that fix leaves alone; for the others hot where the entry v is
   /// +inf and cold elsewhere, or NaN.
   template <typename Packet>
@@ -1891,10 +1905,11 @@ EIGEN_ALWAYS_INLINE Packet load_lanes(const T* p, int i, Index nb) {
 /// maxima and minima are taken; a lane whose maximum grows rescales its sum by exp(old - new)
 /// in acc_t; the chunk's exponentials are summed exactly per lane (Fast2Sum seeded with 1),
 /// then compensated in acc_t. The checked exp runs only on chunks reaching below normal_lo.
-/// Returns false where some lane's maximum is not finite (+inf, or all -inf so far): the
-/// callers then take the lane-block kernels. A NaN may slip past the maxima; it reaches its
-/// lane's sum.
-template <bool Divide, typename T>
+/// A lane whose maximum turns +inf or NaN gets st.fix as in panel_exp_sum (its sums are then
+/// of no use: panel_factors and fixed() give its results). Returns false where some lane is
+/// all -inf so far: the callers then take the lane-block kernels. A NaN may slip past the
+/// maxima; it reaches its lane's sum.
+template <bool Divide, bool Limits, typename T>
 bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh, T temperature,
                       panel_state<T>& st) {
   namespace ei = Eigen::internal;
@@ -1910,6 +1925,9 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
   alignas(64) T grown[lane_block];
   for (Index b = 0; b < blocks; ++b) st.acc[b] = compensated_sum<Sums>(Sums::Zero());
   st.normal = true;
+  st.rewrite = false;
+  const int packets = static_cast<int>((nb + ps - 1) / ps);
+  for (int i = 0; i < packets; ++i) ei::pstore(st.fix + i * ps, ei::pset1<Packet>(T(0)));
 
   for (Index k0 = 0; k0 < len; k0 += lane_chunk) {
     const Index k1 = std::min(len, k0 + lane_chunk);
@@ -1941,7 +1959,10 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
                      k0 == 0 ? cm[i] : ei::pmax(cm[i], ei::pload<Packet>(st.m + j0 + i * ps)));
         }
         for (Index j = 0; j < nbj; ++j) {
-          if (!is_finite(grown[j])) return false;
+          if (is_finite(grown[j])) continue;
+          if (is_neg_inf(grown[j])) return false;
+          if (st.fix[j0 + j] == T(0)) st.template set_fix<Limits>(j0 + j, x + j0 + j, xk, len);
+          grown[j] = T(0);  // any finite shift: the lane's sums go unused
         }
         if (k0 > 0) {
           Sums d = Sums::Zero();
@@ -1974,8 +1995,10 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
       st.add(b, h, l, na);
     }
   }
+  for (Index j = 0; j < nb && st.rewrite; ++j) {
+    if (st.fix[j] != T(0)) st.m[j] = st.lo[j] = T(0);  // not the other lanes' exp range
+  }
   // The output pass shifts by the final maxima: its exponents reach lower than the chunks'.
-  const int packets = static_cast<int>((nb + ps - 1) / ps);
   for (int i = 0; i < packets && st.normal; ++i) {
     const Packet d = lane_exponent<Divide>(ei::pload<Packet>(st.lo + i * ps),
                                            st.template base<Divide, Packet>(i * ps, sh), sh);
@@ -2038,16 +2061,9 @@ void panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh
     if (is_neg_inf(st.m[j])) {
       st.m[j] = T(0);
     } else if (!is_finite(st.m[j])) {
-      Index plus_inf = 0;
-      bool nan = is_nan(st.m[j]);
-      for (Index k = 0; k < len && !nan; ++k) {
-        plus_inf += is_pos_inf(x[j + k * xk]) ? 1 : 0;
-        nan = is_nan(x[j + k * xk]);
-      }
-      st.fix[j] = nan || (Limits && plus_inf > 1) ? T(2) : T(1);
+      st.template set_fix<Limits>(j, x + j, xk, len);
       st.m[j] = T(0);
       st.lo[j] = T(0);  // not the other lanes' exp range
-      st.rewrite = true;
     }
   }
   st.normal = true;
@@ -2126,6 +2142,15 @@ void panel_factors(const panel_state<T>& st, Index nb, T* sc) {
       }
     }
   }
+  // A fixed lane's sum counts its one +inf (as the lane tile's), or is NaN: set here, as
+  // panel_online_sum leaves such sums unused.
+  for (Index j = 0; j < nb && st.rewrite; ++j) {
+    if (st.fix[j] != T(0)) {
+      sc[j] = st.fix[j] == T(2)           ? std::numeric_limits<T>::quiet_NaN()
+              : Op == forward_op::softmax ? T(1)
+                                          : T(0);
+    }
+  }
 }
 
 /// Writes f(j, packet of x) for each column slice of nb lanes, packet by packet; with
@@ -2182,7 +2207,8 @@ inline constexpr Index panel_store_bytes = Index(4) << 20;
 /// entries: the maxima, then the exp-sum pass (storing softmax's exponentials in y when the
 /// panel is at most panel_store_bytes), then the output pass; longer: the online
 /// normaliser, then an output pass computing the exponentials again. Returns false, having
-/// written nothing, where past panel_max_first entries some lane's maximum is not finite.
+/// written nothing, where past panel_max_first entries some lane's first lane_chunk
+/// entries are all -inf (see panel_online_sum).
 template <forward_op Op, bool Divide, typename T>
 bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T temperature,
                    bool stream) {
@@ -2204,7 +2230,7 @@ bool forward_panel(const T* x, Index xk, T* y, Index yk, Index nb, Index len, T 
   }
   if (len <= panel_max_first<T>) {
     panel_exp_sum<Divide, false, true>(x, xk, nb, len, sh, st);
-  } else if (!panel_online_sum<Divide>(x, xk, nb, len, sh, temperature, st)) {
+  } else if (!panel_online_sum<Divide, true>(x, xk, nb, len, sh, temperature, st)) {
     return false;
   }
   panel_factors<Op>(st, nb, sc);
@@ -2722,7 +2748,7 @@ void logsumexp_batch(const T* x, Index xd, Index xk, Index count, Index len, T* 
           // (256 x 32000 float: 1.24 -> 2.06 G/s), as logsumexp_lanes does there.
           bool done = true;
           if (len > panel_max_first<T>) {
-            done = panel_online_sum<false>(x + d, xk, nb, len, sh, T(1), st);
+            done = panel_online_sum<false, false>(x + d, xk, nb, len, sh, T(1), st);
           } else {
             panel_exp_sum<false, false, false>(x + d, xk, nb, len, sh, st);
           }
