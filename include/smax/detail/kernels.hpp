@@ -2012,9 +2012,9 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
 /// does; up to panel_max_first entries the same arithmetic as logsumexp_lanes and
 /// forward_lanes_online, so a lane's result does not depend on its neighbours taking those
 /// kernels. With Store the exponentials go to y (column k of lane j at y[j + k * yk], which
-/// may be x). A lane whose maximum is +inf or NaN is rewritten (st.fix) as the lane tile's
-/// prepare<Limits> rewrites it, where a panel used to leave all its lanes to the lane blocks
-/// (1024 x 1000 floats with one +inf row: softmax 1.9 -> 0.9 G/s).
+/// may be x). A lane whose maximum is +inf or NaN gets st.fix (the lane tile's prepare<Limits>
+/// results), where the whole panel used to go to the lane blocks (1024 x 1000 floats with
+/// one +inf row, softmax: 0.96 G/s that way, 2.05 now).
 template <bool Divide, bool Store, bool Limits, typename T>
 void panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh,
                    panel_state<T>& st, T* y = nullptr, Index yk = 0) {
