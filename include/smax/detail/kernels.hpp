@@ -1847,18 +1847,29 @@ struct panel_state {
   alignas(64) T fix[panel_max<T>];
   bool rewrite = false;
 
-  /// Sets fix[j] for lane j, entries x[k * xk] (k < len), whose maximum is +inf or NaN:
-  /// 2 where it holds a NaN or, with Limits (softmax, log_softmax), two +inf; else 1.
+  /// Settles fix for the lanes marked (fix[j] != 0) among nb lanes whose entry k is at
+  /// x[j + k * xk]: 2 where the lane holds a NaN or, with Limits (softmax, log_softmax),
+  /// two +inf; else 1. One walk over the columns for them all: a walk per lane would read a
+  /// cache line for each of its entries.
   template <bool Limits>
-  void set_fix(Index j, const T* x, Index xk, Index len) {
-    Index plus_inf = 0;
-    bool nan = is_nan(m[j]);
-    for (Index k = 0; k < len && !nan; ++k) {
-      plus_inf += is_pos_inf(x[k * xk]) ? 1 : 0;
-      nan = is_nan(x[k * xk]);
+  void settle_fix(const T* x, Index xk, Index nb, Index len) {
+    std::uint16_t marked[panel_max<T>];  // lanes; fix[j] counts +inf from 1, -1 after a NaN
+    Index n = 0;
+    for (Index j = 0; j < nb; ++j) {
+      if (fix[j] != T(0)) marked[n++] = static_cast<std::uint16_t>(j);
     }
-    fix[j] = nan || (Limits && plus_inf > 1) ? T(2) : T(1);
-    rewrite = true;
+    for (Index k = 0; k < len; ++k) {
+      for (Index i = 0; i < n; ++i) {
+        const T v = x[marked[i] + k * xk];
+        T& f = fix[marked[i]];
+        if (f > T(0)) f = is_nan(v) ? T(-1) : f + (is_pos_inf(v) ? T(1) : T(0));
+      }
+    }
+    for (Index i = 0; i < n; ++i) {
+      T& f = fix[marked[i]];
+      f = f < T(0) || (Limits && f > T(2)) ? T(2) : T(1);
+    }
+    rewrite = n > 0;
   }
 
   /// r for the lanes j0 on that fix leaves alone; for the others hot where the entry v is
@@ -1961,8 +1972,8 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
         for (Index j = 0; j < nbj; ++j) {
           if (is_finite(grown[j])) continue;
           if (is_neg_inf(grown[j])) return false;
-          if (st.fix[j0 + j] == T(0)) st.template set_fix<Limits>(j0 + j, x + j0 + j, xk, len);
-          grown[j] = T(0);  // any finite shift: the lane's sums go unused
+          st.fix[j0 + j] = T(1);  // settled after the pass
+          grown[j] = T(0);        // any finite shift: the lane's sums go unused
         }
         if (k0 > 0) {
           Sums d = Sums::Zero();
@@ -1995,6 +2006,7 @@ bool panel_online_sum(const T* x, Index xk, Index nb, Index len, const shift<T>&
       st.add(b, h, l, na);
     }
   }
+  st.template settle_fix<Limits>(x, xk, nb, len);
   for (Index j = 0; j < nb && st.rewrite; ++j) {
     if (st.fix[j] != T(0)) st.m[j] = st.lo[j] = T(0);  // not the other lanes' exp range
   }
@@ -2061,11 +2073,12 @@ void panel_exp_sum(const T* x, Index xk, Index nb, Index len, const shift<T>& sh
     if (is_neg_inf(st.m[j])) {
       st.m[j] = T(0);
     } else if (!is_finite(st.m[j])) {
-      st.template set_fix<Limits>(j, x + j, xk, len);
+      st.fix[j] = T(1);
       st.m[j] = T(0);
       st.lo[j] = T(0);  // not the other lanes' exp range
     }
   }
+  st.template settle_fix<Limits>(x, xk, nb, len);
   st.normal = true;
   const Packet inf = ei::pset1<Packet>(std::numeric_limits<T>::infinity());
   for (int i = 0; i < packets; ++i) {
