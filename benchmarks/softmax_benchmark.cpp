@@ -124,7 +124,8 @@ const RowMat<T>& data(Data kind, Index rows, Index cols) {
         // The logits with one +inf entry in every 16th row (from row 3): each 16-row group of
         // the short-row kernels holds a lane they must rewrite (a one-hot result).
         *m = data<T>(Data::logits, rows, cols);
-        for (Index r = 3; r < rows; r += 16) (*m)(r, (r / 16) % cols) = std::numeric_limits<T>::infinity();
+        for (Index r = 3; r < rows; r += 16)
+          (*m)(r, (r / 16) % cols) = std::numeric_limits<T>::infinity();
         break;
       }
     }
@@ -1116,8 +1117,8 @@ void register_all() {
   add("plus_inf/softmax/smax_colmajor_strided", softmax_smax_colmajor_strided<float, plus_inf>,
       kMasked);
   add("plus_inf/logsumexp/smax_rowmajor", logsumexp_smax_rowmajor<float, plus_inf>, kMasked);
-  add("plus_inf/softmax_f64/smax_colmajor_strided",
-      softmax_smax_colmajor_strided<double, plus_inf>, kMasked);
+  add("plus_inf/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double, plus_inf>,
+      kMasked);
   add("unmasked/softmax/smax_rowmajor", softmax_smax_rowmajor<float, false>, kMasked);
   add("unmasked/softmax/smax_colmajor_strided", softmax_smax_colmajor_strided<float>, kMasked);
   add("unmasked/softmax_f64/smax_colmajor_strided", softmax_smax_colmajor_strided<double>, kMasked);
