@@ -636,4 +636,87 @@ TEST(SoftmaxBackwardLongRows, TinyAndOverflowingProductsKeepAnExactSum) {
   EXPECT_EQ(huge(1), -inf);
   EXPECT_TRUE((huge.tail(n - 2).array() == 0.0f).all()) << huge.tail(n - 2).transpose();
 }
+
+// The backward passes' sums (<y, dy> for softmax, sum dy for log_softmax) are compensated in
+// double and taken in double for float: terms that cancel (big, -big) keep the small terms
+// beside them, which a plain sum in T rounds away (error ~ ULP(big), far above the bound
+// below). y are powers of two, so every product is exact and the long double reference is
+// exact. Every path that sums a row: short and long contiguous rows (alone and in a batch),
+// rows of a column-major matrix (lanes side by side) and strided rows.
+TYPED_TEST(SoftmaxBackward, CancellingSumsKeepTheirSmallTerms) {
+  using T = TypeParam;
+  const T big = T(4) / eps<T>;
+  // The sum's own precision: double for float (its sums are taken in double).
+  const long double es = static_cast<long double>(eps<double>);
+  for (const Index n : {3, 4, 7, 8, 9, 10, 16, 17, 31, 32, 33, 100, 1000}) {
+    const Index rows = 37;
+    MatR<T> y(rows, n), logy(rows, n), dy(rows, n);
+    for (Index r = 0; r < rows; ++r) {
+      for (Index k = 0; k < n; ++k) {
+        y(r, k) = std::ldexp(T(1), -1 - static_cast<int>((r + k) % 4));
+        logy(r, k) = std::log(y(r, k));
+        dy(r, k) = T(1) + static_cast<T>((r + 3 * k) % 8) / T(8);  // small, few bits
+      }
+      const Index at = r % (n - 2);  // the cancelling pair: at, at + 2
+      dy(r, at) = big * static_cast<T>(1 + r % 3);
+      dy(r, at + 2) = -(y(r, at) * dy(r, at)) / y(r, at + 2);  // exact: y is a power of two
+    }
+    dy(5, 0) = -dy(5, 0);  // a row whose pair does not cancel
+    const auto check = [&](const MatR<T>& gy, const MatR<T>& gl, const char* how) {
+      for (Index r = 0; r < rows; ++r) {
+        long double g = 0, s = 0, gabs = 0, sabs = 0;
+        for (Index k = 0; k < n; ++k) {
+          const long double p = static_cast<long double>(y(r, k)) * dy(r, k);
+          g += p;
+          gabs += std::fabs(p);
+          s += dy(r, k);
+          sabs += std::fabs(static_cast<long double>(dy(r, k)));
+        }
+        for (Index k = 0; k < n; ++k) {
+          const long double yk = y(r, k), dk = dy(r, k);
+          const long double e = static_cast<long double>(eps<T>);
+          const long double second = static_cast<long double>(n * n) * es * es;
+          const long double want_y = yk * (dk - g);
+          const long double tol_y =
+              4 * e * yk * (std::fabs(dk) + std::fabs(g)) + yk * second * gabs;
+          ASSERT_LE(std::fabs(gy(r, k) - want_y), tol_y)
+              << how << ", softmax, n = " << n << ", row " << r << ", entry " << k << ": g = " << g;
+          const long double want_l = dk - yk * s;
+          const long double tol_l =
+              4 * e * (std::fabs(dk) + yk * std::fabs(s)) + yk * second * sabs;
+          ASSERT_LE(std::fabs(gl(r, k) - want_l), tol_l)
+              << how << ", log_softmax, n = " << n << ", row " << r << ", entry " << k;
+        }
+      }
+    };
+    check(smax::softmax_backward(y, dy, smax::rowwise),
+          smax::log_softmax_backward(logy, dy, smax::rowwise), "contiguous rows");
+    MatR<T> gy(rows, n), gl(rows, n);
+    for (Index r = 0; r < rows; ++r) {
+      gy.row(r) =
+          smax::softmax_backward(Vec<T>(y.row(r).transpose()), Vec<T>(dy.row(r).transpose()))
+              .transpose();
+      gl.row(r) =
+          smax::log_softmax_backward(Vec<T>(logy.row(r).transpose()), Vec<T>(dy.row(r).transpose()))
+              .transpose();
+    }
+    check(gy, gl, "single rows");
+    const Mat<T> yc = y, lc = logy, dc = dy;
+    check(MatR<T>(smax::softmax_backward(yc, dc, smax::rowwise)),
+          MatR<T>(smax::log_softmax_backward(lc, dc, smax::rowwise)), "column-major rows");
+    // Strided rows: every other column of a wider matrix.
+    Mat<T> yw(rows, 2 * n), lw(rows, 2 * n), dw(rows, 2 * n);
+    for (Index k = 0; k < n; ++k) {
+      yw.col(2 * k) = y.col(k);
+      lw.col(2 * k) = logy.col(k);
+      dw.col(2 * k) = dy.col(k);
+    }
+    using Strided = Eigen::Map<const MatR<T>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+    const Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic> st(1, 2 * rows);
+    const Strided ys(yw.data(), rows, n, st), ls(lw.data(), rows, n, st),
+        ds(dw.data(), rows, n, st);
+    check(MatR<T>(smax::softmax_backward(ys, ds, smax::rowwise)),
+          MatR<T>(smax::log_softmax_backward(ls, ds, smax::rowwise)), "strided rows");
+  }
+}
 }  // namespace
