@@ -641,16 +641,17 @@ TEST(SoftmaxBackwardLongRows, TinyAndOverflowingProductsKeepAnExactSum) {
 // double and taken in double for float: terms that cancel (big, -big) keep the small terms
 // beside them, which a plain sum in T rounds away (error ~ ULP(big), far above the bound
 // below). y are powers of two, so every product is exact and the long double reference is
-// exact. Every path that sums a row: short and long contiguous rows (alone and in a batch),
-// rows of a column-major matrix (lanes side by side) and strided rows.
+// exact. Every path that sums a row: short and long contiguous rows (alone and in a batch,
+// 165 dense rows: log_softmax's blocks as they lie, and a tail), rows of a column-major
+// matrix (lanes side by side) and strided rows.
 TYPED_TEST(SoftmaxBackward, CancellingSumsKeepTheirSmallTerms) {
   using T = TypeParam;
   const T big = T(4) / eps<T>;
   // The sum's own precision: double for float (its sums are taken in double).
   const long double es = static_cast<long double>(eps<double>);
   for (const Index n : {3, 4, 7, 8, 9, 10, 16, 17, 31, 32, 33, 100, 1000}) {
-    const Index rows = 37;
-    MatR<T> y(rows, n), logy(rows, n), dy(rows, n);
+    const Index rows = 165;
+    MatR<T> y(rows, n), logy(rows, n), dy(rows, n), dl(rows, n);  // dl: log_softmax's dy
     for (Index r = 0; r < rows; ++r) {
       for (Index k = 0; k < n; ++k) {
         y(r, k) = std::ldexp(T(1), -1 - static_cast<int>((r + k) % 4));
@@ -660,8 +661,11 @@ TYPED_TEST(SoftmaxBackward, CancellingSumsKeepTheirSmallTerms) {
       const Index at = r % (n - 2);  // the cancelling pair: at, at + 2
       dy(r, at) = big * static_cast<T>(1 + r % 3);
       dy(r, at + 2) = -(y(r, at) * dy(r, at)) / y(r, at + 2);  // exact: y is a power of two
+      dl.row(r) = dy.row(r);
+      dl(r, at + 2) = -dl(r, at);  // sum dy cancels
     }
     dy(5, 0) = -dy(5, 0);  // a row whose pair does not cancel
+    dl(5, 0) = -dl(5, 0);
     const auto check = [&](const MatR<T>& gy, const MatR<T>& gl, const char* how) {
       for (Index r = 0; r < rows; ++r) {
         long double g = 0, s = 0, gabs = 0, sabs = 0;
@@ -669,8 +673,8 @@ TYPED_TEST(SoftmaxBackward, CancellingSumsKeepTheirSmallTerms) {
           const long double p = static_cast<long double>(y(r, k)) * dy(r, k);
           g += p;
           gabs += std::fabs(p);
-          s += dy(r, k);
-          sabs += std::fabs(static_cast<long double>(dy(r, k)));
+          s += dl(r, k);
+          sabs += std::fabs(static_cast<long double>(dl(r, k)));
         }
         for (Index k = 0; k < n; ++k) {
           const long double yk = y(r, k), dk = dy(r, k);
@@ -681,42 +685,44 @@ TYPED_TEST(SoftmaxBackward, CancellingSumsKeepTheirSmallTerms) {
               4 * e * yk * (std::fabs(dk) + std::fabs(g)) + yk * second * gabs;
           ASSERT_LE(std::fabs(gy(r, k) - want_y), tol_y)
               << how << ", softmax, n = " << n << ", row " << r << ", entry " << k << ": g = " << g;
-          const long double want_l = dk - yk * s;
+          const long double lk = dl(r, k);
+          const long double want_l = lk - yk * s;
           const long double tol_l =
-              4 * e * (std::fabs(dk) + yk * std::fabs(s)) + yk * second * sabs;
+              4 * e * (std::fabs(lk) + yk * std::fabs(s)) + yk * second * sabs;
           ASSERT_LE(std::fabs(gl(r, k) - want_l), tol_l)
               << how << ", log_softmax, n = " << n << ", row " << r << ", entry " << k;
         }
       }
     };
     check(smax::softmax_backward(y, dy, smax::rowwise),
-          smax::log_softmax_backward(logy, dy, smax::rowwise), "contiguous rows");
+          smax::log_softmax_backward(logy, dl, smax::rowwise), "contiguous rows");
     MatR<T> gy(rows, n), gl(rows, n);
     for (Index r = 0; r < rows; ++r) {
       gy.row(r) =
           smax::softmax_backward(Vec<T>(y.row(r).transpose()), Vec<T>(dy.row(r).transpose()))
               .transpose();
       gl.row(r) =
-          smax::log_softmax_backward(Vec<T>(logy.row(r).transpose()), Vec<T>(dy.row(r).transpose()))
+          smax::log_softmax_backward(Vec<T>(logy.row(r).transpose()), Vec<T>(dl.row(r).transpose()))
               .transpose();
     }
     check(gy, gl, "single rows");
-    const Mat<T> yc = y, lc = logy, dc = dy;
+    const Mat<T> yc = y, lc = logy, dc = dy, dlc = dl;
     check(MatR<T>(smax::softmax_backward(yc, dc, smax::rowwise)),
-          MatR<T>(smax::log_softmax_backward(lc, dc, smax::rowwise)), "column-major rows");
+          MatR<T>(smax::log_softmax_backward(lc, dlc, smax::rowwise)), "column-major rows");
     // Strided rows: every other column of a wider matrix.
-    Mat<T> yw(rows, 2 * n), lw(rows, 2 * n), dw(rows, 2 * n);
+    Mat<T> yw(rows, 2 * n), lw(rows, 2 * n), dw(rows, 2 * n), dlw(rows, 2 * n);
     for (Index k = 0; k < n; ++k) {
       yw.col(2 * k) = y.col(k);
       lw.col(2 * k) = logy.col(k);
       dw.col(2 * k) = dy.col(k);
+      dlw.col(2 * k) = dl.col(k);
     }
     using Strided = Eigen::Map<const MatR<T>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
     const Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic> st(1, 2 * rows);
     const Strided ys(yw.data(), rows, n, st), ls(lw.data(), rows, n, st),
-        ds(dw.data(), rows, n, st);
+        ds(dw.data(), rows, n, st), dls(dlw.data(), rows, n, st);
     check(MatR<T>(smax::softmax_backward(ys, ds, smax::rowwise)),
-          MatR<T>(smax::log_softmax_backward(ls, ds, smax::rowwise)), "strided rows");
+          MatR<T>(smax::log_softmax_backward(ls, dls, smax::rowwise)), "strided rows");
   }
 }
 }  // namespace

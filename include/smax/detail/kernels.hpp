@@ -3252,15 +3252,16 @@ void packet_rows_backward(const float* y, Index yd, const float* dy, Index dyd, 
   }
 }
 
-/// Double rows of up to backward_short_max entries (up to four packets of 8), softmax only,
-/// four rows at a time: each row's products summed lane by lane through TwoSum, then the
+/// Double rows of up to backward_short_max entries (up to four packets of 8), four rows at
+/// a time: each row's products (log_softmax: its dy) summed lane by lane through TwoSum, then the
 /// four rows' 8 lanes in one tree of shuffles whose every step is a TwoSum of the value
 /// terms and a plain add of the error terms (four rows of 8 lanes -> 2 x 4 -> 4 x 2 -> 4
 /// x 1). That is a compensated sum as tight as short_dot's in-order one (one rounding of
 /// the total, plus the products' own), where the tiles spent most of their time
 /// transposing y and dy in and the outputs back out (4096 rows of 10 / 32: 1.0 / 1.26 G/s,
-/// against 1.37 / 2.3 for Eigen's plain sums). A single row runs the same code with three
-/// empty neighbours, so rows come out the same alone and in a batch.
+/// against 1.37 / 2.3 for Eigen's plain sums; log_softmax of 10 / 32, dy alone through the
+/// tiles: 0.78 / 0.82, against 0.83 / 0.98 this way). A single row runs the same code with
+/// three empty neighbours, so rows come out the same alone and in a batch.
 EIGEN_ALWAYS_INLINE void tree_step(__m512d& h, __m512d& l, const __m512d a, const __m512d b,
                                    const __m512d la, const __m512d lb) {
   __m512d s = _mm512_add_pd(a, b);
@@ -3271,23 +3272,10 @@ EIGEN_ALWAYS_INLINE void tree_step(__m512d& h, __m512d& l, const __m512d a, cons
   h = s;
 }
 
-/// rows (1-4) rows of n entries from y, dy (row r at r * yd, r * dyd) into out (r * od).
-template <int NP>
-EIGEN_ALWAYS_INLINE void packet_rows4_backward_f64(const double* y, Index yd, const double* dy,
-                                                   Index dyd, double* out, Index od, int rows,
-                                                   const __mmask8* m, double temperature) {
-  using P = Eigen::internal::Packet8d;
-  __m512d yv[4][NP], dv[4][NP], h[4], l[4];
-  for (int r = 0; r < 4; ++r) {
-    for (int k = 0; k < NP; ++k) {
-      const __mmask8 mk = r < rows ? m[k] : __mmask8(0);
-      yv[r][k] = _mm512_maskz_loadu_pd(mk, y + r * yd + 8 * k);
-      dv[r][k] = _mm512_maskz_loadu_pd(mk, dy + r * dyd + 8 * k);
-    }
-    h[r] = _mm512_mul_pd(yv[r][0], dv[r][0]);
-    l[r] = _mm512_setzero_pd();
-    for (int k = 1; k < NP; ++k) two_sum<P>(h[r], l[r], _mm512_mul_pd(yv[r][k], dv[r][k]));
-  }
+/// The tree over four rows' lane sums (h, l: values and error terms): row r's sum in
+/// g[2 r].
+EIGEN_ALWAYS_INLINE void packet_rows4_tree_f64(const __m512d (&h)[4], const __m512d (&l)[4],
+                                               double* g) {
   // [lanes 0-3 of row a, of row b] + [lanes 4-7 of a, of b].
   __m512d h01, l01, h23, l23, hv, lv;
   tree_step(h01, l01, _mm512_shuffle_f64x2(h[0], h[1], 0x44),
@@ -3302,17 +3290,52 @@ EIGEN_ALWAYS_INLINE void packet_rows4_backward_f64(const double* y, Index yd, co
   // Lane 2 r + lane 2 r + 1, and the total: row r's sum in lane 2 r.
   __m512d hs, ls;
   tree_step(hs, ls, hv, _mm512_permute_pd(hv, 0x55), lv, _mm512_permute_pd(lv, 0x55));
-  alignas(64) double g[8];
   _mm512_store_pd(g, _mm512_add_pd(hs, ls));
+}
+
+/// Loads rows (1-4) rows' NP packets of dy (and of y unless Log only: Sums) with masked
+/// loads (zeros past the rows) and sums each row's lanes through TwoSum: <y, dy>, or sum
+/// dy when Log. Each row's sum right after its loads: loading every row first ran 12 %
+/// slower (softmax, 32 entries).
+template <bool Log, bool LoadY, int NP>
+EIGEN_ALWAYS_INLINE void packet_rows4_lanes_f64(__m512d (&yv)[4][NP], __m512d (&dv)[4][NP],
+                                                __m512d (&h)[4], __m512d (&l)[4], const double* y,
+                                                Index yd, const double* dy, Index dyd, int rows,
+                                                const __mmask8* m) {
+  using P = Eigen::internal::Packet8d;
+  for (int r = 0; r < 4; ++r) {
+    for (int k = 0; k < NP; ++k) {
+      const __mmask8 mk = r < rows ? m[k] : __mmask8(0);
+      if constexpr (LoadY) yv[r][k] = _mm512_maskz_loadu_pd(mk, y + r * yd + 8 * k);
+      dv[r][k] = _mm512_maskz_loadu_pd(mk, dy + r * dyd + 8 * k);
+    }
+    const auto term = [&](int k) { return Log ? dv[r][k] : _mm512_mul_pd(yv[r][k], dv[r][k]); };
+    h[r] = term(0);
+    l[r] = _mm512_setzero_pd();
+    for (int k = 1; k < NP; ++k) two_sum<P>(h[r], l[r], term(k));
+  }
+}
+
+/// rows (1-4) rows of n entries from y (log y when Log) and dy (row r at r * yd, r * dyd)
+/// into out (r * od).
+template <bool Log, int NP>
+EIGEN_ALWAYS_INLINE void packet_rows4_backward_f64(const double* y, Index yd, const double* dy,
+                                                   Index dyd, double* out, Index od, int rows,
+                                                   const __mmask8* m, double temperature) {
+  __m512d yv[4][NP], dv[4][NP], h[4], l[4];
+  packet_rows4_lanes_f64<Log, true, NP>(yv, dv, h, l, y, yd, dy, dyd, rows, m);
+  alignas(64) double g[8];
+  packet_rows4_tree_f64(h, l, g);
   for (int r = 0; r < rows; ++r) {
     for (int k = 0; k < NP; ++k) {
-      const P v = backward_packet<false>(yv[r][k], dv[r][k], _mm512_set1_pd(g[2 * r]), temperature);
+      const Eigen::internal::Packet8d v =
+          backward_packet<Log>(yv[r][k], dv[r][k], _mm512_set1_pd(g[2 * r]), temperature);
       _mm512_mask_storeu_pd(out + r * od + 8 * k, m[k], v);
     }
   }
 }
 
-template <int NP>
+template <bool Log, int NP>
 void packet_rows_backward_f64_np(const double* y, Index yd, const double* dy, Index dyd,
                                  double* out, Index od, Index count, Index n, double temperature) {
   __mmask8 m[NP];
@@ -3321,30 +3344,50 @@ void packet_rows_backward_f64_np(const double* y, Index yd, const double* dy, In
     m[k] = r >= 8 ? __mmask8(0xFF) : static_cast<__mmask8>((1u << r) - 1u);
   }
   Index j = 0;
+  if constexpr (Log) {
+    if (yd == n && dyd == n && od == n && count >= 4 * lane_block) {
+      // Dense rows: the exponentials of the block's whole packets as it lies
+      // (dense_sums_plan), not of one padded packet per row.
+      const dense_sums_plan<double> plan(n);
+      for (; j + lane_block <= count; j += lane_block) {
+        alignas(64) double g[lane_block];
+        for (Index r0 = 0; r0 < lane_block; r0 += 4) {
+          __m512d dv[4][NP], h[4], l[4];
+          packet_rows4_lanes_f64<true, false, NP>(dv, dv, h, l, nullptr, 0, dy + (j + r0) * n, n, 4,
+                                                  m);
+          alignas(64) double gs[8];
+          packet_rows4_tree_f64(h, l, gs);
+          for (int r = 0; r < 4; ++r) g[r0 + r] = gs[2 * r];
+        }
+        dense_block_backward<true>(y + j * n, dy + j * n, out + j * n, plan, g, temperature);
+      }
+    }
+  }
   for (; j + 4 <= count; j += 4) {
-    packet_rows4_backward_f64<NP>(y + j * yd, yd, dy + j * dyd, dyd, out + j * od, od, 4, m,
-                                  temperature);
+    packet_rows4_backward_f64<Log, NP>(y + j * yd, yd, dy + j * dyd, dyd, out + j * od, od, 4, m,
+                                       temperature);
   }
   if (j < count) {
-    packet_rows4_backward_f64<NP>(y + j * yd, yd, dy + j * dyd, dyd, out + j * od, od,
-                                  static_cast<int>(count - j), m, temperature);
+    packet_rows4_backward_f64<Log, NP>(y + j * yd, yd, dy + j * dyd, dyd, out + j * od, od,
+                                       static_cast<int>(count - j), m, temperature);
   }
 }
 
-/// softmax_backward of count contiguous double rows of 0 < n <= backward_short_max entries
-/// (see packet_rows4_backward_f64); out may alias y or dy exactly.
-inline void packet_rows_backward_f64(const double* y, Index yd, const double* dy, Index dyd,
-                                     double* out, Index od, Index count, Index n,
-                                     double temperature) {
+/// Backward passes of count contiguous double rows of 0 < n <= backward_short_max entries
+/// (softmax, or log_softmax from log y when Log), four at a time (packet_rows4_sums_f64);
+/// out may alias y or dy exactly.
+template <bool Log>
+void packet_rows_backward_f64(const double* y, Index yd, const double* dy, Index dyd, double* out,
+                              Index od, Index count, Index n, double temperature) {
   switch ((n + 7) / 8) {
     case 1:
-      return packet_rows_backward_f64_np<1>(y, yd, dy, dyd, out, od, count, n, temperature);
+      return packet_rows_backward_f64_np<Log, 1>(y, yd, dy, dyd, out, od, count, n, temperature);
     case 2:
-      return packet_rows_backward_f64_np<2>(y, yd, dy, dyd, out, od, count, n, temperature);
+      return packet_rows_backward_f64_np<Log, 2>(y, yd, dy, dyd, out, od, count, n, temperature);
     case 3:
-      return packet_rows_backward_f64_np<3>(y, yd, dy, dyd, out, od, count, n, temperature);
+      return packet_rows_backward_f64_np<Log, 3>(y, yd, dy, dyd, out, od, count, n, temperature);
     default:
-      return packet_rows_backward_f64_np<4>(y, yd, dy, dyd, out, od, count, n, temperature);
+      return packet_rows_backward_f64_np<Log, 4>(y, yd, dy, dyd, out, od, count, n, temperature);
   }
 }
 
@@ -3499,7 +3542,7 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
   } else if constexpr (std::is_same_v<T, double>) {
     if (ys == 1 && dys == 1 && os == 1) {
       if (n > 0 && n <= backward_short_max) {
-        return packet_rows_backward_f64(y, n, dy, n, out, n, 1, n, temperature);
+        return packet_rows_backward_f64<false>(y, n, dy, n, out, n, 1, n, temperature);
       }
       return packet_row_backward_long<false>(y, dy, out, n, temperature, stream);
     }
@@ -3544,7 +3587,12 @@ template <typename T>
 void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T* out, Index os,
                               Index n, T temperature, bool stream = false) {
 #if defined(EIGEN_VECTORIZE_AVX512)
-  // (Double rows stay below: bound by their exponentials, they ran 6 % slower that way.)
+  // (Long double rows stay below: bound by their exponentials, they ran 6 % slower that way.)
+  if constexpr (std::is_same_v<T, double>) {
+    if (ls == 1 && dys == 1 && os == 1 && n > 0 && n <= backward_short_max) {
+      return packet_rows_backward_f64<true>(logy, n, dy, n, out, n, 1, n, temperature);
+    }
+  }
   if constexpr (std::is_same_v<T, float>) {
     if (ls == 1 && dys == 1 && os == 1) {
       if (n <= packet_row_max<true>)
@@ -3605,8 +3653,9 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
 /// acc_t, the columns in order) and the outputs softmax_backward_one's and
 /// log_softmax_backward_one's. Rows whose padded loads would leave y or dy are left to the
 /// caller: returns the number of rows done. out may alias y or dy exactly (a block is read
-/// in full before it is written). Float rows of up to packet_row_max<Log> entries on AVX-512 go
-/// to packet_rows_backward instead, all of them.
+/// in full before it is written). On AVX-512, float rows of up to packet_row_max<Log>
+/// entries go to packet_rows_backward instead, and double rows of up to backward_short_max
+/// to packet_rows_backward_f64, all of them.
 template <bool Log, typename T>
 Index backward_short_rows(const T* y, Index yd, const T* dy, Index dyd, T* out, Index od,
                           Index count, Index len, T temperature) {
@@ -3616,9 +3665,9 @@ Index backward_short_rows(const T* y, Index yd, const T* dy, Index dyd, T* out, 
       packet_rows_backward<Log>(y, yd, dy, dyd, out, od, count, len, temperature);
       return count;
     }
-  } else if constexpr (std::is_same_v<T, double> && !Log) {
+  } else if constexpr (std::is_same_v<T, double>) {
     if (len > 0 && len <= backward_short_max) {
-      packet_rows_backward_f64(y, yd, dy, dyd, out, od, count, len, temperature);
+      packet_rows_backward_f64<Log>(y, yd, dy, dyd, out, od, count, len, temperature);
       return count;
     }
   }
