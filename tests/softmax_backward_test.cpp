@@ -478,6 +478,13 @@ TYPED_TEST(SoftmaxBackward, ShortRowBlocksMatchSingleRowsBitForBit) {
         if (cols > 1) zw(5, 0) = -inf;  // (alone it would make the row NaN)
         dyw.row(std::min<Index>(40, rows - 1)) *= T(1e30);
         dyw(std::min<Index>(33, rows - 1), cols - 1) = std::numeric_limits<T>::quiet_NaN();
+        // 2^60 + 1 - 2^60: 0 summed in order, 1 when the big terms meet first, so a row alone
+        // must take the same path as in a block.
+        if (cols >= 3) {
+          dyw(7 % rows, 0) = std::ldexp(T(1), 60);
+          dyw(7 % rows, 1) = T(1);
+          dyw(7 % rows, 2) = -std::ldexp(T(1), 60);
+        }
         const auto z = zw.leftCols(cols);
         const auto dy = dyw.leftCols(cols);
         const MatR<T> y = smax::softmax(z, smax::rowwise, t);

@@ -3081,12 +3081,21 @@ EIGEN_ALWAYS_INLINE void dense_block_backward(const T* y, const T* dy, T* out,
 /// side by side (packet_rows_sum4) run the same additions, so a row's gradient does not
 /// depend on its neighbours. The loops they replace spent their time in a chain of
 /// dependent double adds (4096 rows of 10 / 20: 1.26 / 2.05 G/s), or in Eigen's
-/// expressions and their scalar tails (33 / 40: 1.37 / 1.56). log_softmax takes one packet:
-/// rows of 17-32 would spend a second exponential on a mostly empty packet, where
-/// backward_short_rows' tiles run whole ones.
+/// expressions and their scalar tails (33 / 40: 1.37 / 1.56). log_softmax takes up to two
+/// packets, but not rows of 17-19 (packet_rows_take): there the second exponential, on a
+/// mostly empty packet, costs more than backward_short_rows' tiles, which run whole ones
+/// (4096 rows of 17 / 20 / 24 / 28 / 32, tiles against packets: 1.78 / 1.86 / 1.89 / 1.91 /
+/// 1.96 against 1.60 / 1.88 / 2.23 / 2.50 / 2.85 G/s).
 template <bool Log>
-inline constexpr Index packet_row_max = Log ? 16 : 64;
+inline constexpr Index packet_row_max = Log ? 32 : 64;
 inline constexpr int packet_row_packets = 4;  // packet_row_max<false> / 16
+
+/// Whether float rows of n > 0 entries take the packet rows (else the tiles or longer rows'
+/// code).
+template <bool Log>
+constexpr bool packet_rows_take(Index n) {
+  return n <= packet_row_max<Log> && (!Log || n <= 16 || n >= 20);
+}
 
 /// The 8 double terms of a row's sum before the tree, from its np packets. Half: the last
 /// packet holds at most 8 entries (half_last), so its upper half is zeros and is not
@@ -3237,7 +3246,11 @@ void packet_rows_backward(const float* y, Index yd, const float* dy, Index dyd, 
     }
   };
   if constexpr (Log) {
-    with_half(std::integral_constant<int, 1>{});
+    if (n <= 16) {
+      with_half(std::integral_constant<int, 1>{});
+    } else {
+      with_half(std::integral_constant<int, 2>{});
+    }
   } else {
     switch ((n + 15) / 16) {
       case 1:
@@ -3595,7 +3608,7 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
   }
   if constexpr (std::is_same_v<T, float>) {
     if (ls == 1 && dys == 1 && os == 1) {
-      if (n <= packet_row_max<true>)
+      if (packet_rows_take<true>(n))
         return packet_row_backward<true>(logy, dy, out, n, temperature);
       // Rows of up to backward_short_max keep the in-order sum of backward_short_rows' lanes.
       if (n > backward_short_max) {
@@ -3653,15 +3666,15 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
 /// acc_t, the columns in order) and the outputs softmax_backward_one's and
 /// log_softmax_backward_one's. Rows whose padded loads would leave y or dy are left to the
 /// caller: returns the number of rows done. out may alias y or dy exactly (a block is read
-/// in full before it is written). On AVX-512, float rows of up to packet_row_max<Log>
-/// entries go to packet_rows_backward instead, and double rows of up to backward_short_max
-/// to packet_rows_backward_f64, all of them.
+/// in full before it is written). On AVX-512, float rows that packet_rows_take go to
+/// packet_rows_backward instead, and double rows of up to backward_short_max to
+/// packet_rows_backward_f64, all of them.
 template <bool Log, typename T>
 Index backward_short_rows(const T* y, Index yd, const T* dy, Index dyd, T* out, Index od,
                           Index count, Index len, T temperature) {
 #if defined(EIGEN_VECTORIZE_AVX512)
   if constexpr (std::is_same_v<T, float>) {
-    if (len > 0 && len <= packet_row_max<Log>) {
+    if (len > 0 && packet_rows_take<Log>(len)) {
       packet_rows_backward<Log>(y, yd, dy, dyd, out, od, count, len, temperature);
       return count;
     }
