@@ -3306,10 +3306,9 @@ EIGEN_ALWAYS_INLINE void packet_rows4_tree_f64(const __m512d (&h)[4], const __m5
   _mm512_store_pd(g, _mm512_add_pd(hs, ls));
 }
 
-/// Loads rows (1-4) rows' NP packets of dy (and of y unless Log only: Sums) with masked
-/// loads (zeros past the rows) and sums each row's lanes through TwoSum: <y, dy>, or sum
-/// dy when Log. Each row's sum right after its loads: loading every row first ran 12 %
-/// slower (softmax, 32 entries).
+/// Loads rows (1-4) rows' NP packets of dy (and of y when LoadY) with masked loads (zeros
+/// past the rows) and sums each row's lanes through TwoSum: <y, dy>, or sum dy when Log. Each row's
+/// sum right after its loads: loading every row first ran 12 % slower (softmax, 32 entries).
 template <bool Log, bool LoadY, int NP>
 EIGEN_ALWAYS_INLINE void packet_rows4_lanes_f64(__m512d (&yv)[4][NP], __m512d (&dv)[4][NP],
                                                 __m512d (&h)[4], __m512d (&l)[4], const double* y,
@@ -3387,8 +3386,8 @@ void packet_rows_backward_f64_np(const double* y, Index yd, const double* dy, In
 }
 
 /// Backward passes of count contiguous double rows of 0 < n <= backward_short_max entries
-/// (softmax, or log_softmax from log y when Log), four at a time (packet_rows4_sums_f64);
-/// out may alias y or dy exactly.
+/// (softmax, or log_softmax from log y when Log), four at a time (packet_rows4_lanes_f64,
+/// packet_rows4_tree_f64); out may alias y or dy exactly.
 template <bool Log>
 void packet_rows_backward_f64(const double* y, Index yd, const double* dy, Index dyd, double* out,
                               Index od, Index count, Index n, double temperature) {
