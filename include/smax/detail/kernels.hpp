@@ -3277,12 +3277,9 @@ void packet_rows_backward(const float* y, Index yd, const float* dy, Index dyd, 
 /// three empty neighbours, so rows come out the same alone and in a batch.
 EIGEN_ALWAYS_INLINE void tree_step(__m512d& h, __m512d& l, const __m512d a, const __m512d b,
                                    const __m512d la, const __m512d lb) {
-  __m512d s = _mm512_add_pd(a, b);
-  opaque_under_fast_math(s);
-  const __m512d bv = _mm512_sub_pd(s, a);
-  const __m512d e = _mm512_add_pd(_mm512_sub_pd(a, _mm512_sub_pd(s, bv)), _mm512_sub_pd(b, bv));
-  l = _mm512_add_pd(_mm512_add_pd(la, lb), e);
-  h = s;
+  h = a;
+  l = _mm512_add_pd(la, lb);
+  two_sum<Eigen::internal::Packet8d>(h, l, b);  // (la + lb) + the error of a + b
 }
 
 /// The tree over four rows' lane sums (h, l: values and error terms): row r's sum in
