@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -454,6 +455,67 @@ TYPED_TEST(SoftmaxInto, ResizableOutputsAreResized) {
   Eigen::Matrix<T, Eigen::Dynamic, 1, 0, 16, 1> capped;
   smax::softmax_into(capped, z);
   EXPECT_TRUE(bit_equal(smax::softmax(z), Vec<T>(capped)));
+}
+
+/// One distribution of N entries in every contiguous form (fixed and dynamic, column and
+/// row vector, a row of a row-major matrix, returning and _into), which a distribution
+/// shorter than a packet takes straight to its kernel, against the same values as an
+/// expression, which goes through the batch dispatch: the same bits, within the bound.
+template <typename T, int N>
+void check_single_short(T t, std::uint32_t seed) {
+  using Fixed = Eigen::Matrix<T, N, 1>;
+  using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  SCOPED_TRACE(::testing::Message() << "N = " << N << ", T = " << t);
+  const Vec<T> z = random_logits<T>(N, logits::normal_30, seed);
+  const Fixed zf = z;
+  RowMat zr = RowMat::Zero(3, N + 2), outr = RowMat::Constant(3, N + 2, T(7));
+  zr.row(1).head(N) = z.transpose();
+  const Vec<T> y = smax::softmax(z * T(1), t);  // an expression: the batch dispatch
+  const Vec<T> ly = smax::log_softmax(z * T(1), t);
+  if (t != T(0)) {
+    EXPECT_TRUE(softmax_within_bound(reference_for<T>(hi(z), t), y));
+  }
+  EXPECT_TRUE(bit_equal(y, Vec<T>(smax::softmax(zf, t))));
+  EXPECT_TRUE(bit_equal(ly, Vec<T>(smax::log_softmax(zf, t))));
+  Fixed of;
+  smax::softmax_into(of, z, t);
+  EXPECT_TRUE(bit_equal(y, Vec<T>(of)));
+  smax::log_softmax_into(of, zf, t);
+  EXPECT_TRUE(bit_equal(ly, Vec<T>(of)));
+  smax::softmax_into(outr.row(1).head(N), zr.row(1).head(N), t);
+  EXPECT_TRUE(bit_equal(y, Vec<T>(outr.row(1).head(N).transpose())));
+  EXPECT_EQ(outr(1, N), T(7));  // nothing written past the row
+  smax::log_softmax_into(outr.row(2).head(N), zr.row(1).head(N), smax::rowwise, t);
+  EXPECT_TRUE(bit_equal(ly, Vec<T>(outr.row(2).head(N).transpose())));
+  Fixed in_place = zf;
+  smax::softmax_into(in_place, in_place, t);
+  EXPECT_TRUE(bit_equal(y, Vec<T>(in_place)));
+  if (t == T(0)) return;  // no gradient
+  const Vec<T> dy = random_logits<T>(N, logits::normal_30, seed + 1) / T(30);
+  const Fixed yf = y, lyf = ly, dyf = dy;
+  const Vec<T> dz = smax::softmax_backward(y, dy * T(1), t);
+  const Vec<T> ldz = smax::log_softmax_backward(ly, dy * T(1), t);
+  EXPECT_TRUE(bit_equal(dz, Vec<T>(smax::softmax_backward(yf, dyf, t))));
+  EXPECT_TRUE(bit_equal(ldz, Vec<T>(smax::log_softmax_backward(lyf, dyf, t))));
+  smax::softmax_backward_into(of, y, dyf, t);
+  EXPECT_TRUE(bit_equal(dz, Vec<T>(of)));
+  zr.row(0).head(N) = y.transpose();
+  zr.row(2).head(N) = dy.transpose();
+  smax::softmax_backward_into(outr.row(0).head(N), zr.row(0).head(N), zr.row(2).head(N), t);
+  EXPECT_TRUE(bit_equal(dz, Vec<T>(outr.row(0).head(N).transpose())));
+  Fixed grad = dyf;  // the output over dy
+  smax::log_softmax_backward_into(grad, lyf, grad, t);
+  EXPECT_TRUE(bit_equal(ldz, Vec<T>(grad)));
+}
+
+template <typename T, int... N>
+void check_single_shorts(std::integer_sequence<int, N...>) {
+  std::uint32_t seed = 70;
+  for (T t : {T(1), T(0.5), T(3), T(0)}) (check_single_short<T, N + 1>(t, seed += 2), ...);
+}
+
+TYPED_TEST(SoftmaxInto, SingleShortDistributionsAgreeAcrossForms) {
+  check_single_shorts<TypeParam>(std::make_integer_sequence<int, 17>());
 }
 
 TYPED_TEST(SoftmaxInto, PartialOverlapGivesTheRightAnswer) {

@@ -736,7 +736,8 @@ bool forward_tiny(const T* x, T* y, Index n, T temperature) {
     if (!is_finite(m) || temperature == T(0) || is_pos_inf(temperature)) return false;
     alignas(64) T buf[ps];
     const shift<T> sh(m, temperature);  // padding with m: exponent 0
-    ei::pstore(buf, pexp_accurate(sh(load_first<Packet>(x, n, m))));
+    const Packet d = sh(load_first<Packet>(x, n, m));
+    ei::pstore(buf, pexp_accurate(d));
     const acc_t<T> s = unit_total(buf, n);
     if constexpr (Op == forward_op::softmax) {
       if constexpr (exact_normalise<T>) {
@@ -746,8 +747,10 @@ bool forward_tiny(const T* x, T* y, Index n, T temperature) {
         for (Index i = 0; i < n; ++i) y[i] = buf[i] * inv;
       }
     } else {
-      const T log_s = static_cast<T>(std::log(s));
-      for (Index i = 0; i < n; ++i) y[i] = sh(x[i]) - log_s;
+      // The exponents as the packet holds them (sh(x[i]) each, bit for bit), not again
+      // one by one: Vector3f log_softmax_into 22.3 -> 14.7 ns a call.
+      ei::pstore(buf, ei::psub(d, ei::pset1<Packet>(static_cast<T>(std::log(s)))));
+      for (Index i = 0; i < n; ++i) y[i] = buf[i];
     }
     return true;
   }
@@ -3157,6 +3160,17 @@ template <bool Log>
 EIGEN_DONT_INLINE void packet_row_backward(const float* y, const float* dy, float* out, Index n,
                                            float temperature) {
   using P = Eigen::internal::Packet16f;
+  if (n < 16) {
+    // One partial packet, kept in registers: through the arrays below, which live on the
+    // stack when np is not known, a Vector3f took 37 ns a call, 19.6 this way.
+    const P yv = load_first<P>(y, n, 0.0f), dv = load_first<P>(dy, n, 0.0f);
+    const float g =
+        static_cast<float>(packet_row_sum(half_last(n) ? packet_row_terms<Log, true>(&yv, &dv, 1)
+                                                       : packet_row_terms<Log>(&yv, &dv, 1)));
+    const P v = backward_packet<Log>(yv, dv, Eigen::internal::pset1<P>(g), temperature);
+    _mm512_mask_storeu_ps(out, packet_row_mask(n, 0), v);
+    return;
+  }
   const int np = static_cast<int>((n + 15) / 16);
   __m512 yv[packet_row_packets], dv[packet_row_packets];
   for (int k = 0; k < np; ++k) {
