@@ -237,6 +237,34 @@ TYPED_TEST(BinaryCrossEntropy, OverflowingFactorsOfAFiniteLoss) {
   EXPECT_TRUE(close(loss, expected, tol<T>::rel * 4)) << loss << " against " << expected;
 }
 
+TYPED_TEST(BinaryCrossEntropy, UnderflowingFactorsOfANormalLoss) {
+  using T = TypeParam;
+  using L = long double;
+  // pw_c y below the normal range, then multiplied by softplus(-x) near the largest
+  // finite value: the loss is normal (fuzz_sigmoid_bce: 0 came out for 1.3e-9). A subnormal
+  // pw_c, and a normal pw_c whose product with y is subnormal or rounds to 0.
+  const T tiny = std::numeric_limits<T>::min();
+  const T denorm = std::numeric_limits<T>::denorm_min();
+  for (const T pwc : {denorm, T(3) * denorm, tiny, tiny / T(64)}) {
+    for (const T yv : {T(0.35), T(1) / T(3), T(1e-3)}) {
+      Vec<T> x(2), y(2), pw(1);
+      x << -std::numeric_limits<T>::max() / 2, -std::numeric_limits<T>::max();
+      y << yv, yv;
+      pw << pwc;
+      smax::binary_cross_entropy_options<T> o;
+      o.pos_weight = pw;
+      o.reduction = smax::reduction::none;
+      const Vec<T> per = smax::binary_cross_entropy_with_logits_per_element(x, y, o);
+      for (Index i = 0; i < 2; ++i) {
+        const L expected = L(pwc) * L(yv) * -L(x(i));  // softplus(x) = 0 in L too
+        EXPECT_LE(std::fabs(L(per(i)) / expected - 1), L(tol<T>::rel) * 4)
+            << "pw " << pwc << ", y " << yv << ", x " << x(i) << ": " << per(i) << " against "
+            << expected;
+      }
+    }
+  }
+}
+
 TYPED_TEST(BinaryCrossEntropy, MatchesPyTorchFormulaForEveryOption) {
   using T = TypeParam;
   const Mat<T> x = smax_test::loss::random_matrix<T>(4, 5, 202, -8, 8);

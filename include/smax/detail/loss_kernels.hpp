@@ -1344,6 +1344,19 @@ acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const stri
           if (!is_finite(ob[i]) && !is_nan(ob[i])) ob[i] = bce_wide(xb[i], yb[i], wb[i], pb[i]);
         }
       }
+      // pw_c y below the normal range has lost its digits (all of them when it rounds to 0)
+      // before softplus(-x), up to 3.4e38, multiplies it: x = -1.7e38, y = 0.35 and a
+      // subnormal pw_c gave 0 for 1.3e-9 (found by fuzz_sigmoid_bce). Such losses are taken
+      // again in long double too.
+      const T normal_min = std::numeric_limits<T>::min();
+      if (((pm * ym).abs() < normal_min && pm != T(0) && ym != T(0)).any()) {
+        for (Index i = 0; i < len; ++i) {
+          const T a = pb[i] * yb[i];
+          if (std::fabs(a) < normal_min && pb[i] != T(0) && yb[i] != T(0)) {
+            ob[i] = bce_wide(xb[i], yb[i], wb[i], pb[i]);
+          }
+        }
+      }
       // Chunk sums in T, chunks combined in A.
       if (want_loss) total.add(static_cast<A>(packet_sum(ob, len)));
       if (l != nullptr) {
