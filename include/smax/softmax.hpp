@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <type_traits>
 
@@ -153,10 +154,13 @@ void run_forward(const batch<const T>& in, const batch<T>& out, T temperature) {
   });
 }
 
-/// Whether n entries at a and at b are either the same entries or disjoint.
+/// Whether n entries at a and at b are either the same entries or disjoint (compared as
+/// addresses: the two may point into different objects).
 template <typename T>
 bool same_or_apart(const T* a, const T* b, Index n) {
-  return a == b || a + n <= b || b + n <= a;
+  const auto p = reinterpret_cast<std::uintptr_t>(a), q = reinterpret_cast<std::uintptr_t>(b);
+  const auto bytes = static_cast<std::uintptr_t>(n) * sizeof(T);
+  return p == q || p + bytes <= q || q + bytes <= p;
 }
 
 /// One contiguous distribution shorter than a packet (a Vector3f, a 1x3 row) straight to
