@@ -170,8 +170,9 @@ bool same_or_apart(const T* a, const T* b, Index n) {
 /// (nothing written) where it does not apply, including an output that partly overlaps z
 /// (the batch path copies z first).
 template <forward_op Op, typename Out, typename D, typename Axis>
-bool forward_single_tiny(const Eigen::DenseBase<Out>& out, const Eigen::DenseBase<D>& z, Axis axis,
-                         typename D::Scalar temperature) {
+bool forward_single_tiny([[maybe_unused]] const Eigen::DenseBase<Out>& out,
+                         [[maybe_unused]] const Eigen::DenseBase<D>& z, [[maybe_unused]] Axis axis,
+                         [[maybe_unused]] typename D::Scalar temperature) {
   using T = typename D::Scalar;
   if constexpr (has_direct_access<D> && has_direct_access<Out> && has_packet_exp<T>) {
     constexpr Index ps = Eigen::internal::packet_traits<T>::size;
@@ -187,10 +188,6 @@ bool forward_single_tiny(const Eigen::DenseBase<Out>& out, const Eigen::DenseBas
       return forward_tiny<Op>(in.data, o.data, n, temperature);
     }
   }
-  static_cast<void>(out);
-  static_cast<void>(z);
-  static_cast<void>(axis);
-  static_cast<void>(temperature);
   return false;
 }
 
@@ -259,9 +256,11 @@ const char* check_backward_inputs(const char* function, const Eigen::DenseBase<Y
 /// the batch path gives a single row, so the same results. False (nothing written) where it
 /// does not apply, including an output that partly overlaps y or dy.
 template <backward_op Op, typename Out, typename Y, typename DY, typename Axis>
-bool backward_single_tiny(const Eigen::DenseBase<Out>& out, const Eigen::DenseBase<Y>& y,
-                          const Eigen::DenseBase<DY>& dy, Axis axis,
-                          typename Y::Scalar temperature) {
+bool backward_single_tiny([[maybe_unused]] const Eigen::DenseBase<Out>& out,
+                          [[maybe_unused]] const Eigen::DenseBase<Y>& y,
+                          [[maybe_unused]] const Eigen::DenseBase<DY>& dy,
+                          [[maybe_unused]] Axis axis,
+                          [[maybe_unused]] typename Y::Scalar temperature) {
   using T = typename Y::Scalar;
   constexpr Index ps = Eigen::internal::packet_traits<T>::size;
   if constexpr (has_direct_access<Y> && has_direct_access<DY> && has_direct_access<Out> &&
@@ -281,14 +280,8 @@ bool backward_single_tiny(const Eigen::DenseBase<Out>& out, const Eigen::DenseBa
       log_softmax_backward_one(yb.data, 1, db.data, 1, ob.data, 1, n, temperature);
     }
     return true;
-  } else {
-    static_cast<void>(out);
-    static_cast<void>(y);
-    static_cast<void>(dy);
-    static_cast<void>(axis);
-    static_cast<void>(temperature);
-    return false;
   }
+  return false;
 }
 
 template <backward_op Op, typename Out, typename Y, typename DY, typename Axis>

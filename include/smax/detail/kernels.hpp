@@ -720,6 +720,23 @@ void write_selected(const T* x, Index xs, T* y, Index ys, Index n, Index hits, P
   for (Index i = 0; i < n; ++i) y[i * ys] = selected(x[i * xs]) ? hit : miss;
 }
 
+/// The maximum of a distribution shorter than a packet, x[0..n) with n > 0 (a NaN past
+/// x[0] is skipped: the exponentials carry it into the sum).
+template <typename T>
+T tiny_max(const T* x, Index n) {
+  T m = x[0];
+  for (Index i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+/// exp(d) of a distribution's exponent packet d (lanes past n padded with exponent 0) into
+/// buf, and the sum of its first n lanes (unit_total).
+template <typename T, typename Packet>
+acc_t<T> tiny_exp_total(const Packet& d, T* buf, Index n) {
+  Eigen::internal::pstore(buf, pexp_accurate(d));
+  return unit_total(buf, n);
+}
+
 /// softmax or log_softmax of a contiguous distribution shorter than a packet, in registers:
 /// one load, one exp, no loop. Returns false (nothing written) for the cases forward_one
 /// handles in general: non-finite maximum, T = 0 or +inf.
@@ -731,14 +748,12 @@ bool forward_tiny(const T* x, T* y, Index n, T temperature) {
     namespace ei = Eigen::internal;
     using Packet = typename ei::packet_traits<T>::type;
     constexpr Index ps = ei::unpacket_traits<Packet>::size;
-    T m = x[0];
-    for (Index i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+    const T m = tiny_max(x, n);
     if (!is_finite(m) || temperature == T(0) || is_pos_inf(temperature)) return false;
     alignas(64) T buf[ps];
     const shift<T> sh(m, temperature);  // padding with m: exponent 0
     const Packet d = sh(load_first<Packet>(x, n, m));
-    ei::pstore(buf, pexp_accurate(d));
-    const acc_t<T> s = unit_total(buf, n);
+    const acc_t<T> s = tiny_exp_total(d, buf, n);
     if constexpr (Op == forward_op::softmax) {
       if constexpr (exact_normalise<T>) {
         for (Index i = 0; i < n; ++i) y[i] = buf[i] / s;
@@ -938,12 +953,12 @@ T logsumexp_one(const T* x, Index xs, Index n) {
     using Packet = typename ei::packet_traits<T>::type;
     constexpr Index ps = ei::unpacket_traits<Packet>::size;
     if (xs == 1 && n > 0 && n < ps) {
-      T m = x[0];
-      for (Index i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+      const T m = tiny_max(x, n);
       if (is_finite(m)) {
         alignas(64) T buf[ps];
-        ei::pstore(buf, pexp_accurate(ei::psub(load_first<Packet>(x, n, m), ei::pset1<Packet>(m))));
-        return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(unit_total(buf, n)));
+        const shift<T> sh(m, T(1));
+        const acc_t<T> s = tiny_exp_total(sh(load_first<Packet>(x, n, m)), buf, n);
+        return static_cast<T>(static_cast<acc_t<T>>(m) + std::log(s));
       }
     }
   }
@@ -3168,38 +3183,41 @@ EIGEN_ALWAYS_INLINE __mmask16 packet_row_mask(Index n, int k) {
   return r >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << r) - 1u);
 }
 
-/// The backward pass of one float row of n <= packet_row_max<Log> entries; the loads
-/// end at the row's last entry (load_first), where a masked load waits for earlier stores
-/// to the bytes past it. Out of line: inlined into softmax_backward_one it tipped GCC 12
-/// into calling that and short_dot once per row of 17-32 entries.
-template <bool Log>
-EIGEN_DONT_INLINE void packet_row_backward(const float* y, const float* dy, float* out, Index n,
-                                           float temperature) {
+/// packet_row_backward for rows of NP packets.
+template <bool Log, int NP>
+EIGEN_ALWAYS_INLINE void packet_row_backward_np(const float* y, const float* dy, float* out,
+                                                Index n, float temperature) {
   using P = Eigen::internal::Packet16f;
-  if (n < 16) {
-    // One partial packet, kept in registers: through the arrays below, which live on the
-    // stack when np is not known, a Vector3f took 37 ns a call, 19.6 this way.
-    const P yv = load_first<P>(y, n, 0.0f), dv = load_first<P>(dy, n, 0.0f);
-    const float g =
-        static_cast<float>(packet_row_sum(half_last(n) ? packet_row_terms<Log, true>(&yv, &dv, 1)
-                                                       : packet_row_terms<Log>(&yv, &dv, 1)));
-    const P v = backward_packet<Log>(yv, dv, Eigen::internal::pset1<P>(g), temperature);
-    _mm512_mask_storeu_ps(out, packet_row_mask(n, 0), v);
-    return;
-  }
-  const int np = static_cast<int>((n + 15) / 16);
-  __m512 yv[packet_row_packets], dv[packet_row_packets];
-  for (int k = 0; k < np; ++k) {
+  __m512 yv[NP], dv[NP];
+  for (int k = 0; k < NP; ++k) {
     const Index r = n - 16 * k;
     yv[k] = r >= 16 ? _mm512_loadu_ps(y + 16 * k) : load_first<P>(y + 16 * k, r, 0.0f);
     dv[k] = r >= 16 ? _mm512_loadu_ps(dy + 16 * k) : load_first<P>(dy + 16 * k, r, 0.0f);
   }
   const float g = static_cast<float>(packet_row_sum(
-      half_last(n) ? packet_row_terms<Log, true>(yv, dv, np) : packet_row_terms<Log>(yv, dv, np)));
-  for (int k = 0; k < np; ++k) {
+      half_last(n) ? packet_row_terms<Log, true>(yv, dv, NP) : packet_row_terms<Log>(yv, dv, NP)));
+  for (int k = 0; k < NP; ++k) {
     const P v = backward_packet<Log>(yv[k], dv[k], Eigen::internal::pset1<P>(g), temperature);
     _mm512_mask_storeu_ps(out + 16 * k, packet_row_mask(n, k), v);
   }
+}
+
+/// The backward pass of one float row of n <= packet_row_max<Log> entries; the loads
+/// end at the row's last entry (load_first), where a masked load waits for earlier stores
+/// to the bytes past it. The packet count is a template argument so the row stays in
+/// registers (with a run-time count its arrays lived on the stack: a Vector3f took 37 ns a
+/// call, 19.6 in registers). Out of line: inlined into softmax_backward_one it tipped GCC
+/// 12 into calling that and short_dot once per row of 17-32 entries.
+template <bool Log>
+EIGEN_DONT_INLINE void packet_row_backward(const float* y, const float* dy, float* out, Index n,
+                                           float temperature) {
+  // Tested in order, not a jump table: one compare ahead of the shortest rows (Vector3f
+  // softmax_backward_into 5.2 ns a call through a switch, 4.75 this way; 4.15 with a
+  // copy of the kernel for n < 16 in front, not kept).
+  if (n <= 16) return packet_row_backward_np<Log, 1>(y, dy, out, n, temperature);
+  if (n <= 32) return packet_row_backward_np<Log, 2>(y, dy, out, n, temperature);
+  if (n <= 48) return packet_row_backward_np<Log, 3>(y, dy, out, n, temperature);
+  packet_row_backward_np<Log, packet_row_packets>(y, dy, out, n, temperature);
 }
 
 /// packet_row_backward over count contiguous rows of 0 < n <= packet_row_max<Log> entries
@@ -3626,7 +3644,8 @@ template <typename T>
 void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T* out, Index os,
                               Index n, T temperature, bool stream = false) {
 #if defined(EIGEN_VECTORIZE_AVX512)
-  // (Long double rows stay below: bound by their exponentials, they ran 6 % slower that way.)
+  // (Double rows longer than backward_short_max stay below: bound by their exponentials,
+  // they ran 6 % slower through packet_row_backward_long.)
   if constexpr (std::is_same_v<T, double>) {
     if (ls == 1 && dys == 1 && os == 1 && n > 0 && n <= backward_short_max) {
       return packet_rows_backward_f64<true>(logy, n, dy, n, out, n, 1, n, temperature);

@@ -1349,7 +1349,7 @@ acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const stri
       // subnormal pw_c gave 0 for 1.3e-9 (found by fuzz_sigmoid_bce). Such losses are taken
       // again in long double too.
       const T normal_min = std::numeric_limits<T>::min();
-      if (((pm * ym).abs() < normal_min && pm != T(0) && ym != T(0)).any()) {
+      if ((a_pos.abs() < normal_min && pm != T(0) && ym != T(0)).any()) {
         for (Index i = 0; i < len; ++i) {
           const T a = pb[i] * yb[i];
           if (std::fabs(a) < normal_min && pb[i] != T(0) && yb[i] != T(0)) {
