@@ -9,7 +9,8 @@
 # Usage: benchmarks/run.sh <build-dir> [extra softmax_benchmark arguments...]
 #   e.g. benchmarks/run.sh build/perf --benchmark_filter='^softmax/'
 # Environment: CORE (default: the last CPU), REPS (default 5), MIN_TIME (default 0.2);
-# JSON=<file from an earlier run> writes RESULTS.md from it without running anything.
+# JSON=<file from an earlier run> writes RESULTS.md from it without running anything;
+# RESULTS=<file> writes the tables there instead of benchmarks/RESULTS.md (a second machine).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 build=$1
@@ -21,6 +22,7 @@ reps=${REPS:-5}
 min_time=${MIN_TIME:-0.2}
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1 | tr ' /' '--' | tr -cd 'A-Za-z0-9_-')
 json=${JSON:-"$here/results/$(date -u +%Y-%m-%d)-$cpu.json"}
+results=${RESULTS:-"$here/RESULTS.md"}
 if [ -z "${JSON:-}" ]; then
   mkdir -p "$here/results"
   OMP_NUM_THREADS=1 taskset -c "$core" "$bin" --benchmark_repetitions="$reps" \
@@ -50,5 +52,5 @@ fi
   echo "the faster of plain and non-temporal stores, the _nt variants) and Eigen's vectorised"
   echo "exp on cache-resident data (roof/exp_eigen)."
   python3 "$here/summarize.py" "$json"
-} > "$here/RESULTS.md"
-echo "wrote $json and $here/RESULTS.md"
+} > "$results"
+echo "wrote $json and $results"

@@ -40,6 +40,12 @@
   EXTERN template Eigen::Index smax::detail::backward_short_rows<true, T>(                         \
       const T*, Eigen::Index, const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index,              \
       Eigen::Index, T);                                                                            \
+  EXTERN template Eigen::Index smax::detail::backward_long_rows_streamed<false, T>(                \
+      const T*, Eigen::Index, const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index,              \
+      Eigen::Index, T, bool);                                                                      \
+  EXTERN template Eigen::Index smax::detail::backward_long_rows_streamed<true, T>(                 \
+      const T*, Eigen::Index, const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index,              \
+      Eigen::Index, T, bool);                                                                      \
   EXTERN template smax::detail::acc_t<T>                                                           \
   smax::detail::loss::ce_sample<T, smax::detail::loss::index_model<T>>(                            \
       const T*, Eigen::Index, Eigen::Index, T, const smax::detail::loss::index_model<T>&, T*,      \

@@ -582,6 +582,63 @@ TYPED_TEST(SoftmaxBackward, StreamedOutputsMatchBitForBit) {
   }
 }
 
+// Batches of long contiguous rows with streamed outputs sum row j + 1 in the loop that
+// writes row j (kernels.hpp, packet_rows_backward_stream_t): each row bit for bit as it
+// comes out alone (not streamed), with rows padded by a wider stride or dense, at T = 1,
+// below and above, for a row whose sum is 0 (summed again in full), huge and NaN upstream
+// gradients in the rows after them, at every output offset, and written over y and dy.
+TYPED_TEST(SoftmaxBackward, StreamedBatchesOfLongRowsMatchSingleRows) {
+  using T = TypeParam;
+  for (const Index cols : {33, 64, 65, 95, 96, 97, 1000, 1001}) {
+    for (const Index pad : {0, 7}) {
+      const Index rows = 5, width = cols + pad;
+      MatR<T> zw(rows, width), dyw(rows, width);
+      for (Index r = 0; r < rows; ++r) {
+        zw.row(r) = random_logits<T>(width, logits::normal_1, 500 + std::uint32_t(r)).transpose();
+        dyw.row(r) = random_upstream<T>(width, 510 + std::uint32_t(r)).transpose();
+      }
+      dyw.row(1).setZero();  // <y, dy> = 0: below the sum's threshold
+      dyw.row(2) *= T(1e30);
+      dyw(3, cols / 2) = std::numeric_limits<T>::quiet_NaN();
+      const auto z = zw.leftCols(cols);
+      const auto dy = dyw.leftCols(cols);
+      for (const T t : {T(1), T(0.25), T(3)}) {
+        const MatR<T> y = smax::softmax(z, smax::rowwise, t);
+        const MatR<T> logy = smax::log_softmax(z, smax::rowwise, t);
+        MatR<T> gy(rows, cols), gl(rows, cols);
+        for (Index r = 0; r < rows; ++r) {
+          gy.row(r) =
+              smax::softmax_backward(Vec<T>(y.row(r).transpose()), Vec<T>(dy.row(r).transpose()), t)
+                  .transpose();
+          gl.row(r) = smax::log_softmax_backward(Vec<T>(logy.row(r).transpose()),
+                                                 Vec<T>(dy.row(r).transpose()), t)
+                          .transpose();
+        }
+        const streaming_everything streamed;
+        for (Index offset = 0; offset < 16; offset += 5) {
+          std::vector<T> buf(static_cast<std::size_t>(rows * width + offset + 16));
+          Eigen::Map<MatR<T>, 0, Eigen::OuterStride<>> out(buf.data() + offset, rows, cols,
+                                                           Eigen::OuterStride<>(width));
+          const std::string where = std::to_string(cols) + " columns, pad " + std::to_string(pad) +
+                                    ", T = " + std::to_string(t) + ", offset " +
+                                    std::to_string(offset);
+          smax::softmax_backward_into(out, y, dy, smax::rowwise, t);
+          ASSERT_TRUE(bit_equal(MatR<T>(out), gy)) << "softmax, " << where;
+          smax::log_softmax_backward_into(out, logy, dy, smax::rowwise, t);
+          ASSERT_TRUE(bit_equal(MatR<T>(out), gl)) << "log_softmax, " << where;
+        }
+        MatR<T> over = y;
+        smax::softmax_backward_into(over, over, dy, smax::rowwise, t);
+        ASSERT_TRUE(bit_equal(over, gy)) << "softmax over y, " << cols << " columns, T = " << t;
+        over = dy;
+        smax::log_softmax_backward_into(over, logy, over, smax::rowwise, t);
+        ASSERT_TRUE(bit_equal(over, gl))
+            << "log_softmax over dy, " << cols << " columns, T = " << t;
+      }
+    }
+  }
+}
+
 // Long rows whose output lies 48-160 bytes past y or dy modulo 4 KiB load four packets
 // before storing them (kernels.hpp, packet_row_backward_long_t): the same bits as any other
 // placement, for whole-packet rows and rows with a partial last packet, at T = 1 and not.

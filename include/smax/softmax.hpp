@@ -314,6 +314,10 @@ void backward_into(const char* function, const Eigen::DenseBase<Out>& out,
           begin += backward_short_rows<Op == backward_op::log_softmax>(
               yb.data + begin * yb.dstride, yb.dstride, db.data + begin * db.dstride, db.dstride,
               ob.data + begin * ob.dstride, ob.dstride, end - begin, yb.length, temperature);
+          begin += backward_long_rows_streamed<Op == backward_op::log_softmax>(
+              yb.data + begin * yb.dstride, yb.dstride, db.data + begin * db.dstride, db.dstride,
+              ob.data + begin * ob.dstride, ob.dstride, end - begin, yb.length, temperature,
+              stream);
         }
         for (Index d = begin; d < end; ++d) {
           const T* yp = yb.data + d * yb.dstride;

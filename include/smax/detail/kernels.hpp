@@ -3183,17 +3183,26 @@ EIGEN_ALWAYS_INLINE __mmask16 packet_row_mask(Index n, int k) {
   return r >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << r) - 1u);
 }
 
+/// The NP packets of a row of n <= NP ps entries from p, zeros past its end; the last
+/// partial packet through load_first, so no load reaches past the row.
+template <typename Packet, int NP, typename T>
+EIGEN_ALWAYS_INLINE void load_row_packets(const T* p, Index n, Packet* v) {
+  constexpr Index ps = Eigen::internal::unpacket_traits<Packet>::size;
+  for (int k = 0; k < NP; ++k) {
+    const Index r = n - ps * k;
+    v[k] = r >= ps ? Eigen::internal::ploadu<Packet>(p + ps * k)
+                   : load_first<Packet>(p + ps * k, r, T(0));
+  }
+}
+
 /// packet_row_backward for rows of NP packets.
 template <bool Log, int NP>
 EIGEN_ALWAYS_INLINE void packet_row_backward_np(const float* y, const float* dy, float* out,
                                                 Index n, float temperature) {
   using P = Eigen::internal::Packet16f;
   __m512 yv[NP], dv[NP];
-  for (int k = 0; k < NP; ++k) {
-    const Index r = n - 16 * k;
-    yv[k] = r >= 16 ? _mm512_loadu_ps(y + 16 * k) : load_first<P>(y + 16 * k, r, 0.0f);
-    dv[k] = r >= 16 ? _mm512_loadu_ps(dy + 16 * k) : load_first<P>(dy + 16 * k, r, 0.0f);
-  }
+  load_row_packets<P, NP>(y, n, yv);
+  load_row_packets<P, NP>(dy, n, dv);
   const float g = static_cast<float>(packet_row_sum(
       half_last(n) ? packet_row_terms<Log, true>(yv, dv, NP) : packet_row_terms<Log>(yv, dv, NP)));
   for (int k = 0; k < NP; ++k) {
@@ -3351,6 +3360,25 @@ EIGEN_ALWAYS_INLINE void packet_rows4_tree_f64(const __m512d (&h)[4], const __m5
   _mm512_store_pd(g, _mm512_add_pd(hs, ls));
 }
 
+/// packet_rows4_tree_f64 for a single row, on 256- and 128-bit halves: the row's lanes take
+/// the same additions in the same order, so the same sum, without the three empty rows'
+/// shuffles and masked loads (Xeon, AVX-512: Vector3d softmax_backward_into 33 -> 8.9 ns a
+/// call, log_softmax_backward_into 31 -> 12.6).
+EIGEN_ALWAYS_INLINE double packet_row1_tree_f64(const __m512d h, const __m512d l) {
+  namespace ei = Eigen::internal;
+  __m256d h4 = _mm512_castpd512_pd256(h);
+  __m256d l4 = _mm256_add_pd(_mm512_castpd512_pd256(l), _mm512_extractf64x4_pd(l, 1));
+  two_sum<ei::Packet4d>(h4, l4, _mm512_extractf64x4_pd(h, 1));
+  __m128d h2 = _mm256_castpd256_pd128(h4);
+  __m128d l2 = _mm_add_pd(_mm256_castpd256_pd128(l4), _mm256_extractf128_pd(l4, 1));
+  two_sum<ei::Packet2d>(h2, l2, _mm256_extractf128_pd(h4, 1));
+  // Lane 0 + lane 1 (lane 1 of the result unused).
+  __m128d h1 = h2;
+  __m128d l1 = _mm_add_pd(l2, _mm_unpackhi_pd(l2, l2));
+  two_sum<ei::Packet2d>(h1, l1, _mm_unpackhi_pd(h2, h2));
+  return _mm_cvtsd_f64(_mm_add_sd(h1, l1));
+}
+
 /// Loads rows (1-4) rows' NP packets of dy (and of y when LoadY) with masked loads (zeros
 /// past the rows) and sums each row's lanes through TwoSum: <y, dy>, or sum dy when Log. Each row's
 /// sum right after its loads: loading every row first ran 12 % slower (softmax, 32 entries).
@@ -3392,6 +3420,24 @@ EIGEN_ALWAYS_INLINE void packet_rows4_backward_f64(const double* y, Index yd, co
   }
 }
 
+/// One row of n entries: packet_rows4_backward_f64's operations for its row, so the same
+/// bits. The loads end at the row's last entry (see load_first).
+template <bool Log, int NP>
+EIGEN_ALWAYS_INLINE void packet_row1_backward_f64(const double* y, const double* dy, double* out,
+                                                  Index n, const __mmask8* m, double temperature) {
+  using P = Eigen::internal::Packet8d;
+  __m512d yv[NP], dv[NP];
+  load_row_packets<P, NP>(y, n, yv);
+  load_row_packets<P, NP>(dy, n, dv);
+  const auto term = [&](int k) { return Log ? dv[k] : _mm512_mul_pd(yv[k], dv[k]); };
+  __m512d h = term(0), l = _mm512_setzero_pd();
+  for (int k = 1; k < NP; ++k) two_sum<P>(h, l, term(k));
+  const P g = _mm512_set1_pd(packet_row1_tree_f64(h, l));
+  for (int k = 0; k < NP; ++k) {
+    _mm512_mask_storeu_pd(out + 8 * k, m[k], backward_packet<Log>(yv[k], dv[k], g, temperature));
+  }
+}
+
 template <bool Log, int NP>
 void packet_rows_backward_f64_np(const double* y, Index yd, const double* dy, Index dyd,
                                  double* out, Index od, Index count, Index n, double temperature) {
@@ -3400,6 +3446,7 @@ void packet_rows_backward_f64_np(const double* y, Index yd, const double* dy, In
     const Index r = n - 8 * k;
     m[k] = r >= 8 ? __mmask8(0xFF) : static_cast<__mmask8>((1u << r) - 1u);
   }
+  if (count == 1) return packet_row1_backward_f64<Log, NP>(y, dy, out, n, m, temperature);
   Index j = 0;
   if constexpr (Log) {
     if (yd == n && dyd == n && od == n && count >= 4 * lane_block) {
@@ -3458,12 +3505,14 @@ void packet_rows_backward_f64(const double* y, Index yd, const double* dy, Index
 /// below 2^-60 in magnitude, or not finite, is summed again by dot_blocks (products exact
 /// in double).
 template <bool Log>
-double packet_row_total(const float* y, const float* dy, Index n) {
+struct packet_row_total_acc {
   using W = widening<Eigen::internal::Packet16f>;
   __m512d s[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
                   _mm512_setzero_pd()};
   __m512 e = _mm512_setzero_ps();
-  const auto add = [&](const __m512 yv, const __m512 dv, int k) {
+
+  /// Adds packet (yv, dv) to the sums of slot k (0 or 2).
+  EIGEN_ALWAYS_INLINE void add(const __m512 yv, const __m512 dv, int k) {
     if constexpr (Log) {
       s[k] = _mm512_add_pd(s[k], W::lo(dv));
       s[k + 1] = _mm512_add_pd(s[k + 1], W::hi(dv));
@@ -3473,27 +3522,48 @@ double packet_row_total(const float* y, const float* dy, Index n) {
       s[k] = _mm512_add_pd(s[k], W::lo(p));
       s[k + 1] = _mm512_add_pd(s[k + 1], W::hi(p));
     }
-  };
-  const auto yload = [&](Index i) { return Log ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i); };
+  }
+  /// The packets from entry i of a row of n: slot 0 for the first (i + 16 <= n), 2 for the
+  /// second; a row's steps are every 32 entries, then its last packets (add_tail).
+  EIGEN_ALWAYS_INLINE void add_step(const float* y, const float* dy, Index i) {
+    add(Log ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i), _mm512_loadu_ps(dy + i), 0);
+    add(Log ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i + 16), _mm512_loadu_ps(dy + i + 16), 2);
+  }
+  /// The packets of entries i.. (i a multiple of 32 past the last whole step), masked.
+  EIGEN_ALWAYS_INLINE void add_tail(const float* y, const float* dy, Index i, Index n) {
+    for (; i < n; i += 16) {
+      const __mmask16 m = packet_row_mask(n - i, 0);
+      add(Log ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, y + i),
+          _mm512_maskz_loadu_ps(m, dy + i), 0);
+    }
+  }
+  /// The row's sum, from all of its packets added as above.
+  double total(const float* y, const float* dy, Index n) const {
+    const __m512d t = _mm512_add_pd(_mm512_add_pd(s[0], s[1]), _mm512_add_pd(s[2], s[3]));
+    if constexpr (Log) {
+      static_cast<void>(y);
+      static_cast<void>(dy);
+      static_cast<void>(n);
+      return _mm512_reduce_add_pd(t);
+    } else {
+      const double sum = _mm512_reduce_add_pd(_mm512_add_pd(t, _mm512_add_pd(W::lo(e), W::hi(e))));
+      // |sum| <= sum |p| bounds the e's errors (n 2^-150 at most) far below float's
+      // resolution once |sum| >= 2^-60; the rest (0, tiny, or not finite: rare) go again.
+      if (!(std::fabs(sum) >= 0x1p-60 && std::fabs(sum) <= std::numeric_limits<double>::max())) {
+        return dot_blocks(y, 1, dy, 1, n);
+      }
+      return sum;
+    }
+  }
+};
+
+template <bool Log>
+double packet_row_total(const float* y, const float* dy, Index n) {
+  packet_row_total_acc<Log> acc;
   Index i = 0;
-  for (; i + 32 <= n; i += 32) {
-    add(yload(i), _mm512_loadu_ps(dy + i), 0);
-    add(yload(i + 16), _mm512_loadu_ps(dy + i + 16), 2);
-  }
-  for (; i < n; i += 16) {
-    const __mmask16 m = packet_row_mask(n - i, 0);
-    add(Log ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, y + i),
-        _mm512_maskz_loadu_ps(m, dy + i), 0);
-  }
-  const __m512d t = _mm512_add_pd(_mm512_add_pd(s[0], s[1]), _mm512_add_pd(s[2], s[3]));
-  if constexpr (Log) return _mm512_reduce_add_pd(t);
-  const double total = _mm512_reduce_add_pd(_mm512_add_pd(t, _mm512_add_pd(W::lo(e), W::hi(e))));
-  // |total| <= sum |p| bounds the e's errors (n 2^-150 at most) far below float's
-  // resolution once |total| >= 2^-60; the rest (0, tiny, or not finite: rare) go again.
-  if (!(std::fabs(total) >= 0x1p-60 && std::fabs(total) <= std::numeric_limits<double>::max())) {
-    return dot_blocks(y, 1, dy, 1, n);
-  }
-  return total;
+  for (; i + 32 <= n; i += 32) acc.add_step(y, dy, i);
+  acc.add_tail(y, dy, i, n);
+  return acc.total(y, dy, n);
 }
 
 /// Masked AVX-512 loads and stores of a row's packets, for float and double alike.
@@ -3585,6 +3655,87 @@ EIGEN_DONT_INLINE void packet_row_backward_long(const T* y, const T* dy, T* out,
   }
 }
 #endif
+
+#if defined(EIGEN_VECTORIZE_AVX512)
+/// packet_row_backward_long over count contiguous float rows with streamed outputs (row j
+/// of y at y + j * yd, the same for dy and out): the loop that writes row j also sums row j
+/// + 1 (packet_row_total_acc, in the same order, so the same bits), so its loads from
+/// beyond the caches overlap the row's non-temporal stores instead of following them
+/// (Xeon, 256 x 32000 / 16 x 1048576, three runs: softmax_backward 1.55-1.88 / 0.85-1.01
+/// -> 2.05-2.35 / 1.18-1.28 G/s, log_softmax_backward 1.86-2.23 / 1.05-1.15 -> 2.57-2.61 /
+/// 1.37-1.40). Outputs that stay in cache gained nothing this way (1024 x 1000). out may
+/// alias y or dy exactly: row j + 1 is read before it is written.
+template <bool Log, bool Unit>
+void packet_rows_backward_stream_t(const float* y, Index yd, const float* dy, Index dyd, float* out,
+                                   Index od, Index count, Index n, float temperature) {
+  using L = masked_lanes<float>;
+  constexpr Index ps = L::size;
+  const float t = Unit ? 1.0f : temperature;
+  float total = static_cast<float>(packet_row_total<Log>(y, dy, n));
+  for (Index j = 0; j < count; ++j) {
+    const float* const yj = y + j * yd;
+    const float* const dj = dy + j * dyd;
+    float* const oj = out + j * od;
+    const __m512 g = _mm512_set1_ps(total);
+    const auto at = [&](Index i, L::Mask m) {
+      return backward_packet<Log>(L::load(m, yj + i), L::load(m, dj + i), g, t);
+    };
+    const auto address = reinterpret_cast<std::uintptr_t>(oj);
+    const Index head = static_cast<Index>((64 - address % 64) % 64 / sizeof(float));
+    Index i = std::min(head, n);
+    if (i > 0) L::store(oj, L::first(i), at(0, L::first(i)));
+    if (j + 1 < count) {
+      // Row j + 1's sum: its 32-entry steps beside row j's packets, then the rest.
+      const float* const yn = yj + yd;
+      const float* const dn = dj + dyd;
+      packet_row_total_acc<Log> acc;
+      Index k = 0;
+      for (; k + 32 <= n && i + 2 * ps <= n; k += 32, i += 2 * ps) {
+        acc.add_step(yn, dn, k);
+        stream_packet(oj + i, at(i, L::first(ps)));
+        stream_packet(oj + i + ps, at(i + ps, L::first(ps)));
+      }
+      for (; k + 32 <= n; k += 32) acc.add_step(yn, dn, k);
+      acc.add_tail(yn, dn, k, n);
+      for (; i + ps <= n; i += ps) stream_packet(oj + i, at(i, L::first(ps)));
+      if (i < n) L::store(oj + i, L::first(n - i), at(i, L::first(n - i)));
+      total = static_cast<float>(acc.total(yn, dn, n));
+    } else {
+      for (; i + ps <= n; i += ps) stream_packet(oj + i, at(i, L::first(ps)));
+      if (i < n) L::store(oj + i, L::first(n - i), at(i, L::first(n - i)));
+    }
+  }
+  _mm_sfence();  // order the non-temporal stores before the caller's
+}
+#endif
+
+/// Backward passes of count >= 2 contiguous float rows longer than the packet rows take,
+/// with streamed outputs (stream_pays): packet_rows_backward_stream_t. Returns the rows
+/// done: all of them, or 0 where the rows are not such rows (the caller runs them one at a
+/// time). Out of line: inlined, it tipped GCC 12 into calling backward_into's body for a
+/// Vector3f log_softmax_backward_into (9.95 -> 10.8 ns a call).
+template <bool Log, typename T>
+EIGEN_DONT_INLINE Index backward_long_rows_streamed(
+    [[maybe_unused]] const T* y, [[maybe_unused]] Index yd, [[maybe_unused]] const T* dy,
+    [[maybe_unused]] Index dyd, [[maybe_unused]] T* out, [[maybe_unused]] Index od,
+    [[maybe_unused]] Index count, [[maybe_unused]] Index n, [[maybe_unused]] T temperature,
+    [[maybe_unused]] bool stream) {
+#if defined(EIGEN_VECTORIZE_AVX512)
+  if constexpr (std::is_same_v<T, float>) {
+    if (!stream || count < 2 || n <= packet_row_max<Log> ||
+        reinterpret_cast<std::uintptr_t>(out) % sizeof(T) != 0) {
+      return 0;
+    }
+    if (temperature == 1.0f) {
+      packet_rows_backward_stream_t<Log, true>(y, yd, dy, dyd, out, od, count, n, temperature);
+    } else {
+      packet_rows_backward_stream_t<Log, false>(y, yd, dy, dyd, out, od, count, n, temperature);
+    }
+    return count;
+  }
+#endif
+  return 0;
+}
 
 /// dz = y * (dy - <dy, y>) / T for one distribution; out may alias y or dy exactly.
 template <typename T>
