@@ -171,21 +171,28 @@ EIGEN_ALWAYS_INLINE bool any_outside(const Packet& k, const Packet& lo, const Pa
   }
 }
 
-/// Hides v's value from the optimiser when -ffast-math (or -fassociative-math) is on: it
-/// would otherwise simplify (x log2e + magic) - magic to x log2e, dropping the rounding to
-/// an integer that the reduction relies on (exp(1) came out as 2). Costs no instruction.
+/// Hides v's value from the optimiser, which then can neither fold nor fuse the operations
+/// that made v with those that use it. Costs no instruction.
 template <typename Packet>
-EIGEN_ALWAYS_INLINE void opaque_under_fast_math(Packet& v) {
-#if defined(__FAST_MATH__) || defined(__ASSOCIATIVE_MATH__)
+EIGEN_ALWAYS_INLINE void opaque(Packet& v) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   __asm__("" : "+v"(v));
 #elif defined(__GNUC__) && defined(__aarch64__)
   __asm__("" : "+w"(v));
 #elif defined(__GNUC__)
   __asm__("" : "+m"(v));
-#endif
 #else
   static_cast<void>(v);
+#endif
+}
+
+/// opaque(v) when -ffast-math (or -fassociative-math) is on: it would otherwise simplify
+/// (x log2e + magic) - magic to x log2e, dropping the rounding to an integer that the
+/// reduction relies on (exp(1) came out as 2).
+template <typename Packet>
+EIGEN_ALWAYS_INLINE void opaque_under_fast_math([[maybe_unused]] Packet& v) {
+#if defined(__FAST_MATH__) || defined(__ASSOCIATIVE_MATH__)
+  opaque(v);
 #endif
 }
 

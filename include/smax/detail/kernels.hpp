@@ -114,6 +114,17 @@ class compensated_sum {
   A hi_, lo_;
 };
 
+/// Keeps a product rounded on its own before a TwoSum takes it: GCC contracts a multiply
+/// and the add that takes its result into one FMA (-ffp-contract=fast, its default), and
+/// whether it does depends on the code around them, so one row's sum came out with
+/// different bits in two loops (double softmax_backward, a row alone against the same row
+/// summed beside the previous row's output). Costs no instruction.
+template <typename Packet>
+EIGEN_ALWAYS_INLINE Packet rounded_apart(Packet v) {
+  opaque(v);
+  return v;
+}
+
 /// h + v as h' + (l' - l) without error (Knuth's TwoSum, any magnitudes): compensated_sum's
 /// add on packets, lane by lane the same operations, so the same bits (and, unlike it,
 /// kept under -ffast-math).
@@ -2907,37 +2918,56 @@ inline double wide_dot(const float* a, const float* b, Index n) {
   return s;
 }
 
+/// dot_compensated's state, a step at a time, for callers that interleave a row's sum with
+/// other work (packet_rows_backward_stream_t): add_step(a, b, i) for i = 0, step, ... while
+/// i + step <= n, then finish from the first entry not stepped over.
+struct dot_compensated_acc {
+  using Packet = typename Eigen::internal::packet_traits<double>::type;
+  static constexpr bool vectorised = Eigen::internal::packet_traits<double>::Vectorizable;
+  static constexpr Index ps = Eigen::internal::unpacket_traits<Packet>::size;
+  static constexpr Index step = vectorised ? 2 * ps : 1;
+  Packet h0 = Eigen::internal::pset1<Packet>(0.0), h1 = h0, l0 = h0, l1 = h0;
+
+  EIGEN_ALWAYS_INLINE static Packet term(const double* a, const double* b, Index k) {
+    namespace ei = Eigen::internal;
+    const Packet va = ei::ploadu<Packet>(a + k);
+    return b == nullptr ? va : rounded_apart(ei::pmul(va, ei::ploadu<Packet>(b + k)));
+  }
+  EIGEN_ALWAYS_INLINE void add_step(const double* a, const double* b, Index i) {
+    two_sum(h0, l0, term(a, b, i));
+    two_sum(h1, l1, term(a, b, i + ps));
+  }
+  /// Adds the steps' sums and entries i.. to acc.
+  template <typename Acc>
+  void finish(const double* a, const double* b, Index i, Index n, Acc& acc) {
+    namespace ei = Eigen::internal;
+    if constexpr (vectorised) {
+      if (i + ps <= n) {
+        two_sum(h0, l0, term(a, b, i));
+        i += ps;
+      }
+      two_sum(h0, l0, h1);
+      alignas(64) double buf[ps];
+      ei::pstore(buf, h0);
+      for (Index j = 0; j < ps; ++j) acc.add(buf[j]);
+      acc.add(0.0, ei::predux(ei::padd(l0, l1)));
+    }
+    for (; i < n; ++i) acc.add(b == nullptr ? a[i] : rounded_apart(a[i] * b[i]));
+  }
+};
+
 /// Adds sum_i a[i] * b[i] (sum_i a[i] when b is null) over n contiguous doubles to acc,
 /// each rounded product through TwoSum: dy - <dy, y> cancels (softmax_backward), which
 /// exposes every rounding of a plain sum of the products (up to 15 ULP of the gradient's
 /// scale). The products' own roundings stay: together at most half an ULP of sum |a b|.
 template <typename Acc>
 void dot_compensated(const double* a, const double* b, Index n, Acc& acc) {
+  dot_compensated_acc d;
   Index i = 0;
-  if constexpr (Eigen::internal::packet_traits<double>::Vectorizable) {
-    namespace ei = Eigen::internal;
-    using Packet = typename ei::packet_traits<double>::type;
-    constexpr Index ps = ei::unpacket_traits<Packet>::size;
-    const auto load = [&](Index k) {
-      const Packet va = ei::ploadu<Packet>(a + k);
-      return b == nullptr ? va : ei::pmul(va, ei::ploadu<Packet>(b + k));
-    };
-    Packet h0 = ei::pset1<Packet>(0.0), h1 = h0, l0 = h0, l1 = h0;
-    for (; i + 2 * ps <= n; i += 2 * ps) {
-      two_sum(h0, l0, load(i));
-      two_sum(h1, l1, load(i + ps));
-    }
-    if (i + ps <= n) {
-      two_sum(h0, l0, load(i));
-      i += ps;
-    }
-    two_sum(h0, l0, h1);
-    alignas(64) double buf[ps];
-    ei::pstore(buf, h0);
-    for (Index j = 0; j < ps; ++j) acc.add(buf[j]);
-    acc.add(0.0, ei::predux(ei::padd(l0, l1)));
+  if constexpr (dot_compensated_acc::vectorised) {
+    for (; i + dot_compensated_acc::step <= n; i += dot_compensated_acc::step) d.add_step(a, b, i);
   }
-  for (; i < n; ++i) acc.add(b == nullptr ? a[i] : a[i] * b[i]);
+  d.finish(a, b, i, n, acc);
 }
 
 /// sum_i a[i * as] * b[i * bs] (or of a alone when b is null) in acc_t<T>: float products
@@ -3538,12 +3568,10 @@ struct packet_row_total_acc {
     }
   }
   /// The row's sum, from all of its packets added as above.
-  double total(const float* y, const float* dy, Index n) const {
+  double total([[maybe_unused]] const float* y, [[maybe_unused]] const float* dy,
+               [[maybe_unused]] Index n) const {
     const __m512d t = _mm512_add_pd(_mm512_add_pd(s[0], s[1]), _mm512_add_pd(s[2], s[3]));
     if constexpr (Log) {
-      static_cast<void>(y);
-      static_cast<void>(dy);
-      static_cast<void>(n);
       return _mm512_reduce_add_pd(t);
     } else {
       const double sum = _mm512_reduce_add_pd(_mm512_add_pd(t, _mm512_add_pd(W::lo(e), W::hi(e))));
@@ -3657,49 +3685,82 @@ EIGEN_DONT_INLINE void packet_row_backward_long(const T* y, const T* dy, T* out,
 #endif
 
 #if defined(EIGEN_VECTORIZE_AVX512)
-/// packet_row_backward_long over count contiguous float rows with streamed outputs (row j
-/// of y at y + j * yd, the same for dy and out): the loop that writes row j also sums row j
-/// + 1 (packet_row_total_acc, in the same order, so the same bits), so its loads from
-/// beyond the caches overlap the row's non-temporal stores instead of following them
-/// (Xeon, 256 x 32000 / 16 x 1048576, three runs: softmax_backward 1.55-1.88 / 0.85-1.01
-/// -> 2.05-2.35 / 1.18-1.28 G/s, log_softmax_backward 1.86-2.23 / 1.05-1.15 -> 2.57-2.61 /
-/// 1.37-1.40). Outputs that stay in cache gained nothing this way (1024 x 1000). out may
-/// alias y or dy exactly: row j + 1 is read before it is written.
-template <bool Log, bool Unit>
-void packet_rows_backward_stream_t(const float* y, Index yd, const float* dy, Index dyd, float* out,
-                                   Index od, Index count, Index n, float temperature) {
-  using L = masked_lanes<float>;
+/// A long row's backward sum from y and dy, a step of 2 packets at a time, as
+/// packet_row_backward_long takes it: float through packet_row_total_acc, double (softmax)
+/// through dot_compensated_acc (dot_blocks' sum of a contiguous double row).
+template <bool Log, typename T>
+struct long_row_sum;
+
+template <bool Log>
+struct long_row_sum<Log, float> : packet_row_total_acc<Log> {
+  static constexpr Index step = 32;
+};
+
+template <>
+struct long_row_sum<false, double> {
+  static constexpr Index step = dot_compensated_acc::step;
+  dot_compensated_acc d;
+  compensated_sum<double> acc;
+  EIGEN_ALWAYS_INLINE void add_step(const double* y, const double* dy, Index i) {
+    d.add_step(y, dy, i);
+  }
+  void add_tail(const double* y, const double* dy, Index i, Index n) { d.finish(y, dy, i, n, acc); }
+  double total(const double*, const double*, Index) const { return acc.total(); }
+};
+
+/// packet_row_backward_long over count contiguous rows with streamed outputs (row j of y at
+/// y + j * yd, the same for dy and out): the loop that writes row j also sums row j + 1
+/// (long_row_sum, in the same order, so the same bits), so its loads from beyond the
+/// caches overlap the row's non-temporal stores instead of following them (Xeon, 256 x
+/// 32000 / 16 x 1048576, three runs: softmax_backward 1.55-1.88 / 0.85-1.01 -> 2.05-2.35 /
+/// 1.18-1.28 G/s, log_softmax_backward 1.86-2.23 / 1.05-1.15 -> 2.57-2.61 / 1.37-1.40;
+/// double softmax_backward, two runs: 0.53-0.59 / 0.41-0.42 -> 0.77-0.83 / 0.54-0.55).
+/// Outputs that stay in cache gained nothing this way (1024 x 1000). out may alias y or dy
+/// exactly: row j + 1 is read before it is written.
+template <bool Log, bool Unit, typename T>
+void packet_rows_backward_stream_t(const T* y, Index yd, const T* dy, Index dyd, T* out, Index od,
+                                   Index count, Index n, T temperature) {
+  using L = masked_lanes<T>;
+  using S = long_row_sum<Log, T>;
   constexpr Index ps = L::size;
-  const float t = Unit ? 1.0f : temperature;
-  float total = static_cast<float>(packet_row_total<Log>(y, dy, n));
+  static_assert(S::step == 2 * ps, "a sum step beside two output packets");
+  const T t = Unit ? T(1) : temperature;
+  const auto row_total = [n](S& acc, const T* ys, const T* ds) {
+    Index k = 0;
+    for (; k + S::step <= n; k += S::step) acc.add_step(ys, ds, k);
+    acc.add_tail(ys, ds, k, n);
+    return static_cast<T>(acc.total(ys, ds, n));
+  };
+  S first;
+  T total = row_total(first, y, dy);
   for (Index j = 0; j < count; ++j) {
-    const float* const yj = y + j * yd;
-    const float* const dj = dy + j * dyd;
-    float* const oj = out + j * od;
-    const __m512 g = _mm512_set1_ps(total);
-    const auto at = [&](Index i, L::Mask m) {
+    const T* const yj = y + j * yd;
+    const T* const dj = dy + j * dyd;
+    T* const oj = out + j * od;
+    const typename L::Packet g = Eigen::internal::pset1<typename L::Packet>(total);
+    const auto at = [&](Index i, typename L::Mask m) {
       return backward_packet<Log>(L::load(m, yj + i), L::load(m, dj + i), g, t);
     };
     const auto address = reinterpret_cast<std::uintptr_t>(oj);
-    const Index head = static_cast<Index>((64 - address % 64) % 64 / sizeof(float));
+    const Index head = static_cast<Index>((64 - address % 64) % 64 / sizeof(T));
     Index i = std::min(head, n);
     if (i > 0) L::store(oj, L::first(i), at(0, L::first(i)));
     if (j + 1 < count) {
-      // Row j + 1's sum: its 32-entry steps beside row j's packets, then the rest.
-      const float* const yn = yj + yd;
-      const float* const dn = dj + dyd;
-      packet_row_total_acc<Log> acc;
+      // Row j + 1's sum: its steps beside row j's packets, then the rest.
+      const T* const yn = yj + yd;
+      const T* const dn = dj + dyd;
+      S acc;
       Index k = 0;
-      for (; k + 32 <= n && i + 2 * ps <= n; k += 32, i += 2 * ps) {
+      for (; k + S::step <= n && i + 2 * ps <= n; k += S::step, i += 2 * ps) {
         acc.add_step(yn, dn, k);
         stream_packet(oj + i, at(i, L::first(ps)));
         stream_packet(oj + i + ps, at(i + ps, L::first(ps)));
       }
-      for (; k + 32 <= n; k += 32) acc.add_step(yn, dn, k);
+      for (; k + S::step <= n; k += S::step) acc.add_step(yn, dn, k);
       acc.add_tail(yn, dn, k, n);
       for (; i + ps <= n; i += ps) stream_packet(oj + i, at(i, L::first(ps)));
       if (i < n) L::store(oj + i, L::first(n - i), at(i, L::first(n - i)));
-      total = static_cast<float>(acc.total(yn, dn, n));
+      total = static_cast<T>(acc.total(yn, dn, n));
     } else {
       for (; i + ps <= n; i += ps) stream_packet(oj + i, at(i, L::first(ps)));
       if (i < n) L::store(oj + i, L::first(n - i), at(i, L::first(n - i)));
@@ -3709,11 +3770,12 @@ void packet_rows_backward_stream_t(const float* y, Index yd, const float* dy, In
 }
 #endif
 
-/// Backward passes of count >= 2 contiguous float rows longer than the packet rows take,
-/// with streamed outputs (stream_pays): packet_rows_backward_stream_t. Returns the rows
-/// done: all of them, or 0 where the rows are not such rows (the caller runs them one at a
-/// time). Out of line: inlined, it tipped GCC 12 into calling backward_into's body for a
-/// Vector3f log_softmax_backward_into (9.95 -> 10.8 ns a call).
+/// Backward passes of count >= 2 contiguous rows that packet_row_backward_long would take
+/// one at a time (float rows longer than the packet rows; double softmax rows longer than
+/// backward_short_max), with streamed outputs (stream_pays): packet_rows_backward_stream_t.
+/// Returns the rows done: all of them, or 0 where the rows are not such rows (the caller
+/// runs them one at a time). Out of line: inlined, it tipped GCC 12 into calling
+/// backward_into's body for a Vector3f log_softmax_backward_into (9.95 -> 10.8 ns a call).
 template <bool Log, typename T>
 EIGEN_DONT_INLINE Index backward_long_rows_streamed(
     [[maybe_unused]] const T* y, [[maybe_unused]] Index yd, [[maybe_unused]] const T* dy,
@@ -3721,12 +3783,14 @@ EIGEN_DONT_INLINE Index backward_long_rows_streamed(
     [[maybe_unused]] Index count, [[maybe_unused]] Index n, [[maybe_unused]] T temperature,
     [[maybe_unused]] bool stream) {
 #if defined(EIGEN_VECTORIZE_AVX512)
-  if constexpr (std::is_same_v<T, float>) {
-    if (!stream || count < 2 || n <= packet_row_max<Log> ||
+  constexpr bool is_float = std::is_same_v<T, float>;
+  if constexpr (is_float || (std::is_same_v<T, double> && !Log)) {
+    const Index longer_than = is_float ? packet_row_max<Log> : backward_short_max;
+    if (!stream || count < 2 || n <= longer_than ||
         reinterpret_cast<std::uintptr_t>(out) % sizeof(T) != 0) {
       return 0;
     }
-    if (temperature == 1.0f) {
+    if (temperature == T(1)) {
       packet_rows_backward_stream_t<Log, true>(y, yd, dy, dyd, out, od, count, n, temperature);
     } else {
       packet_rows_backward_stream_t<Log, false>(y, yd, dy, dyd, out, od, count, n, temperature);
