@@ -175,7 +175,7 @@ EIGEN_ALWAYS_INLINE bool any_outside(const Packet& k, const Packet& lo, const Pa
 /// that made v with those that use it. Costs no instruction.
 template <typename Packet>
 EIGEN_ALWAYS_INLINE void opaque(Packet& v) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#if defined(__GNUC__) && (defined(__x86_64__) || (defined(__i386__) && defined(__SSE2__)))
   __asm__("" : "+v"(v));
 #elif defined(__GNUC__) && defined(__aarch64__)
   __asm__("" : "+w"(v));
