@@ -3537,6 +3537,7 @@ void packet_rows_backward_f64(const double* y, Index yd, const double* dy, Index
 template <bool Log>
 struct packet_row_total_acc {
   using W = widening<Eigen::internal::Packet16f>;
+  static constexpr Index step = 32;  // add_step's entries
   __m512d s[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
                   _mm512_setzero_pd()};
   __m512 e = _mm512_setzero_ps();
@@ -3553,8 +3554,8 @@ struct packet_row_total_acc {
       s[k + 1] = _mm512_add_pd(s[k + 1], W::hi(p));
     }
   }
-  /// The packets from entry i of a row of n: slot 0 for the first (i + 16 <= n), 2 for the
-  /// second; a row's steps are every 32 entries, then its last packets (add_tail).
+  /// The two packets from entry i (i + step <= n): slot 0 for the first, 2 for the second;
+  /// a row's steps are every step entries, then its last packets (add_tail).
   EIGEN_ALWAYS_INLINE void add_step(const float* y, const float* dy, Index i) {
     add(Log ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i), _mm512_loadu_ps(dy + i), 0);
     add(Log ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i + 16), _mm512_loadu_ps(dy + i + 16), 2);
@@ -3589,7 +3590,7 @@ template <bool Log>
 double packet_row_total(const float* y, const float* dy, Index n) {
   packet_row_total_acc<Log> acc;
   Index i = 0;
-  for (; i + 32 <= n; i += 32) acc.add_step(y, dy, i);
+  for (; i + acc.step <= n; i += acc.step) acc.add_step(y, dy, i);
   acc.add_tail(y, dy, i, n);
   return acc.total(y, dy, n);
 }
@@ -3692,9 +3693,7 @@ template <bool Log, typename T>
 struct long_row_sum;
 
 template <bool Log>
-struct long_row_sum<Log, float> : packet_row_total_acc<Log> {
-  static constexpr Index step = 32;
-};
+struct long_row_sum<Log, float> : packet_row_total_acc<Log> {};
 
 template <>
 struct long_row_sum<false, double> {
