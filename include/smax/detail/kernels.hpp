@@ -3409,6 +3409,17 @@ EIGEN_ALWAYS_INLINE double packet_row1_tree_f64(const __m512d h, const __m512d l
   return _mm_cvtsd_f64(_mm_add_sd(h1, l1));
 }
 
+/// One row's lane sums from its NP packets: the products y dy (dy alone when Log) through
+/// TwoSum lane by lane into h, the error terms into l.
+template <bool Log, int NP>
+EIGEN_ALWAYS_INLINE void row_lanes_f64(const __m512d* yv, const __m512d* dv, __m512d& h,
+                                       __m512d& l) {
+  const auto term = [&](int k) { return Log ? dv[k] : _mm512_mul_pd(yv[k], dv[k]); };
+  h = term(0);
+  l = _mm512_setzero_pd();
+  for (int k = 1; k < NP; ++k) two_sum<Eigen::internal::Packet8d>(h, l, term(k));
+}
+
 /// Loads rows (1-4) rows' NP packets of dy (and of y when LoadY) with masked loads (zeros
 /// past the rows) and sums each row's lanes through TwoSum: <y, dy>, or sum dy when Log. Each row's
 /// sum right after its loads: loading every row first ran 12 % slower (softmax, 32 entries).
@@ -3417,17 +3428,13 @@ EIGEN_ALWAYS_INLINE void packet_rows4_lanes_f64(__m512d (&yv)[4][NP], __m512d (&
                                                 __m512d (&h)[4], __m512d (&l)[4], const double* y,
                                                 Index yd, const double* dy, Index dyd, int rows,
                                                 const __mmask8* m) {
-  using P = Eigen::internal::Packet8d;
   for (int r = 0; r < 4; ++r) {
     for (int k = 0; k < NP; ++k) {
       const __mmask8 mk = r < rows ? m[k] : __mmask8(0);
       if constexpr (LoadY) yv[r][k] = _mm512_maskz_loadu_pd(mk, y + r * yd + 8 * k);
       dv[r][k] = _mm512_maskz_loadu_pd(mk, dy + r * dyd + 8 * k);
     }
-    const auto term = [&](int k) { return Log ? dv[r][k] : _mm512_mul_pd(yv[r][k], dv[r][k]); };
-    h[r] = term(0);
-    l[r] = _mm512_setzero_pd();
-    for (int k = 1; k < NP; ++k) two_sum<P>(h[r], l[r], term(k));
+    row_lanes_f64<Log, NP>(yv[r], dv[r], h[r], l[r]);
   }
 }
 
@@ -3459,9 +3466,8 @@ EIGEN_ALWAYS_INLINE void packet_row1_backward_f64(const double* y, const double*
   __m512d yv[NP], dv[NP];
   load_row_packets<P, NP>(y, n, yv);
   load_row_packets<P, NP>(dy, n, dv);
-  const auto term = [&](int k) { return Log ? dv[k] : _mm512_mul_pd(yv[k], dv[k]); };
-  __m512d h = term(0), l = _mm512_setzero_pd();
-  for (int k = 1; k < NP; ++k) two_sum<P>(h, l, term(k));
+  __m512d h, l;
+  row_lanes_f64<Log, NP>(yv, dv, h, l);
   const P g = _mm512_set1_pd(packet_row1_tree_f64(h, l));
   for (int k = 0; k < NP; ++k) {
     _mm512_mask_storeu_pd(out + 8 * k, m[k], backward_packet<Log>(yv[k], dv[k], g, temperature));
@@ -3586,13 +3592,40 @@ struct packet_row_total_acc {
   }
 };
 
+/// A long row's backward sum from y and dy (<y, dy>, or sum dy when Log), a step of two
+/// packets at a time, as packet_row_backward_long takes it: float through
+/// packet_row_total_acc, double through dot_compensated_acc (dot_blocks' sum of a contiguous
+/// double row). long_row_total runs every step; packet_rows_backward_stream_t interleaves
+/// them with the previous row's output.
+template <bool Log, typename T>
+struct long_row_sum;
+
 template <bool Log>
-double packet_row_total(const float* y, const float* dy, Index n) {
-  packet_row_total_acc<Log> acc;
+struct long_row_sum<Log, float> : packet_row_total_acc<Log> {};
+
+template <bool Log>
+struct long_row_sum<Log, double> {
+  static constexpr Index step = dot_compensated_acc::step;
+  dot_compensated_acc d;
+  compensated_sum<double> acc;
+  EIGEN_ALWAYS_INLINE void add_step(const double* y, const double* dy, Index i) {
+    Log ? d.add_step(dy, nullptr, i) : d.add_step(y, dy, i);
+  }
+  void add_tail(const double* y, const double* dy, Index i, Index n) {
+    Log ? d.finish(dy, nullptr, i, n, acc) : d.finish(y, dy, i, n, acc);
+  }
+  double total(const double*, const double*, Index) const { return acc.total(); }
+};
+
+/// The sum of one row of n entries, every step of long_row_sum in order.
+template <bool Log, typename T>
+T long_row_total(const T* y, const T* dy, Index n) {
+  using S = long_row_sum<Log, T>;
+  S acc;
   Index i = 0;
-  for (; i + acc.step <= n; i += acc.step) acc.add_step(y, dy, i);
+  for (; i + S::step <= n; i += S::step) acc.add_step(y, dy, i);
   acc.add_tail(y, dy, i, n);
-  return acc.total(y, dy, n);
+  return static_cast<T>(acc.total(y, dy, n));
 }
 
 /// Masked AVX-512 loads and stores of a row's packets, for float and double alike.
@@ -3617,96 +3650,6 @@ struct masked_lanes<double> {
   static void store(double* p, Mask m, const Packet& v) { _mm512_mask_storeu_pd(p, m, v); }
 };
 
-template <bool Log, bool Unit, typename T>
-void packet_row_backward_long_t(const T* y, const T* dy, T* out, Index n, T temperature,
-                                bool stream) {
-  using L = masked_lanes<T>;
-  using P = typename L::Packet;
-  constexpr Index ps = L::size;
-  T total;
-  if constexpr (std::is_same_v<T, float>) {
-    total = static_cast<T>(packet_row_total<Log>(y, dy, n));
-  } else {
-    total = static_cast<T>(Log ? dot_blocks(dy, 1, static_cast<const T*>(nullptr), 1, n)
-                               : dot_blocks(y, 1, dy, 1, n));
-  }
-  const P g = Eigen::internal::pset1<P>(total);
-  const T t = Unit ? T(1) : temperature;
-  const auto at = [&](Index i, typename L::Mask m) {
-    return backward_packet<Log>(L::load(m, y + i), L::load(m, dy + i), g, t);
-  };
-  Index i = 0;
-  const auto address = reinterpret_cast<std::uintptr_t>(out);
-  if (stream && address % sizeof(T) == 0) {
-    const Index head = static_cast<Index>((64 - address % 64) % 64 / sizeof(T));
-    if (head > 0) L::store(out, L::first(head), at(0, L::first(head)));
-    for (i = head; i + ps <= n; i += ps) stream_packet(out + i, at(i, L::first(ps)));
-    _mm_sfence();  // order the non-temporal stores before the caller's
-  }
-  // A load whose address matches an earlier store still in flight in its low 12 bits waits
-  // for it. With out 48-160 bytes past y or dy modulo 4 KiB, each packet's loads meet the
-  // last packet's store (1024 x 1000 floats, out 48 / 64 / 128 bytes past y: 4.0 / 4.35 /
-  // 5.05 G/s, against 6.0 elsewhere); four packets loaded before their stores then run 4.95
-  // / 5.3 / 5.2 (but 3-8 % slower than one at a time at other offsets).
-  const auto near_past = [out](const T* a) {
-    const auto d =
-        (reinterpret_cast<std::uintptr_t>(out) - reinterpret_cast<std::uintptr_t>(a)) % 4096;
-    return d >= 48 && d <= 160;
-  };
-  if (near_past(y) || near_past(dy)) {
-    for (; i + 4 * ps <= n; i += 4 * ps) {
-      const P v0 = at(i, L::first(ps)), v1 = at(i + ps, L::first(ps));
-      const P v2 = at(i + 2 * ps, L::first(ps)), v3 = at(i + 3 * ps, L::first(ps));
-      Eigen::internal::pstoreu(out + i, v0);
-      Eigen::internal::pstoreu(out + i + ps, v1);
-      Eigen::internal::pstoreu(out + i + 2 * ps, v2);
-      Eigen::internal::pstoreu(out + i + 3 * ps, v3);
-    }
-  }
-  for (; i + ps <= n; i += ps) Eigen::internal::pstoreu(out + i, at(i, L::first(ps)));
-  if (i < n) L::store(out + i, L::first(n - i), at(i, L::first(n - i)));
-}
-
-/// The backward pass of one contiguous row longer than the packet rows and the tiles take:
-/// its sum (float: packet_row_total; double: dot_blocks, compensated), then whole packets,
-/// the last one masked, where Eigen's expressions took up to 30 entries per row through
-/// scalar code to align the output (1024 rows of 1000 floats, softmax_backward: 4.6 -> 6.0
-/// G/s with the float sum's two conversions). With `stream`, the output from its first
-/// 64-byte boundary on goes out through non-temporal stores (stream_pays).
-template <bool Log, typename T>
-EIGEN_DONT_INLINE void packet_row_backward_long(const T* y, const T* dy, T* out, Index n,
-                                                T temperature, bool stream) {
-  // T = 1 on its own: its loop then has no test of T in it.
-  if (temperature == T(1)) {
-    packet_row_backward_long_t<Log, true>(y, dy, out, n, temperature, stream);
-  } else {
-    packet_row_backward_long_t<Log, false>(y, dy, out, n, temperature, stream);
-  }
-}
-#endif
-
-#if defined(EIGEN_VECTORIZE_AVX512)
-/// A long row's backward sum from y and dy, a step of 2 packets at a time, as
-/// packet_row_backward_long takes it: float through packet_row_total_acc, double (softmax)
-/// through dot_compensated_acc (dot_blocks' sum of a contiguous double row).
-template <bool Log, typename T>
-struct long_row_sum;
-
-template <bool Log>
-struct long_row_sum<Log, float> : packet_row_total_acc<Log> {};
-
-template <>
-struct long_row_sum<false, double> {
-  static constexpr Index step = dot_compensated_acc::step;
-  dot_compensated_acc d;
-  compensated_sum<double> acc;
-  EIGEN_ALWAYS_INLINE void add_step(const double* y, const double* dy, Index i) {
-    d.add_step(y, dy, i);
-  }
-  void add_tail(const double* y, const double* dy, Index i, Index n) { d.finish(y, dy, i, n, acc); }
-  double total(const double*, const double*, Index) const { return acc.total(); }
-};
-
 /// packet_row_backward_long over count contiguous rows with streamed outputs (row j of y at
 /// y + j * yd, the same for dy and out): the loop that writes row j also sums row j + 1
 /// (long_row_sum, in the same order, so the same bits), so its loads from beyond the
@@ -3724,14 +3667,7 @@ void packet_rows_backward_stream_t(const T* y, Index yd, const T* dy, Index dyd,
   constexpr Index ps = L::size;
   static_assert(S::step == 2 * ps, "a sum step beside two output packets");
   const T t = Unit ? T(1) : temperature;
-  const auto row_total = [n](S& acc, const T* ys, const T* ds) {
-    Index k = 0;
-    for (; k + S::step <= n; k += S::step) acc.add_step(ys, ds, k);
-    acc.add_tail(ys, ds, k, n);
-    return static_cast<T>(acc.total(ys, ds, n));
-  };
-  S first;
-  T total = row_total(first, y, dy);
+  T total = long_row_total<Log>(y, dy, n);
   for (Index j = 0; j < count; ++j) {
     const T* const yj = y + j * yd;
     const T* const dj = dy + j * dyd;
@@ -3757,15 +3693,71 @@ void packet_rows_backward_stream_t(const T* y, Index yd, const T* dy, Index dyd,
       }
       for (; k + S::step <= n; k += S::step) acc.add_step(yn, dn, k);
       acc.add_tail(yn, dn, k, n);
-      for (; i + ps <= n; i += ps) stream_packet(oj + i, at(i, L::first(ps)));
-      if (i < n) L::store(oj + i, L::first(n - i), at(i, L::first(n - i)));
       total = static_cast<T>(acc.total(yn, dn, n));
-    } else {
-      for (; i + ps <= n; i += ps) stream_packet(oj + i, at(i, L::first(ps)));
-      if (i < n) L::store(oj + i, L::first(n - i), at(i, L::first(n - i)));
     }
+    for (; i + ps <= n; i += ps) stream_packet(oj + i, at(i, L::first(ps)));
+    if (i < n) L::store(oj + i, L::first(n - i), at(i, L::first(n - i)));
   }
   _mm_sfence();  // order the non-temporal stores before the caller's
+}
+
+template <bool Log, bool Unit, typename T>
+void packet_row_backward_long_t(const T* y, const T* dy, T* out, Index n, T temperature,
+                                bool stream) {
+  using L = masked_lanes<T>;
+  using P = typename L::Packet;
+  constexpr Index ps = L::size;
+  const auto address = reinterpret_cast<std::uintptr_t>(out);
+  if (stream && address % sizeof(T) == 0) {
+    return packet_rows_backward_stream_t<Log, Unit>(y, n, dy, n, out, n, 1, n, temperature);
+  }
+  const P g = Eigen::internal::pset1<P>(long_row_total<Log>(y, dy, n));
+  const T t = Unit ? T(1) : temperature;
+  const auto at = [&](Index i, typename L::Mask m) {
+    return backward_packet<Log>(L::load(m, y + i), L::load(m, dy + i), g, t);
+  };
+  Index i = 0;
+  // A load whose address matches an earlier store still in flight in its low 12 bits waits
+  // for it. With out 48-160 bytes past y or dy modulo 4 KiB, each packet's loads meet the
+  // last packet's store (1024 x 1000 floats, out 48 / 64 / 128 bytes past y: 4.0 / 4.35 /
+  // 5.05 G/s, against 6.0 elsewhere); four packets loaded before their stores then run 4.95
+  // / 5.3 / 5.2 (but 3-8 % slower than one at a time at other offsets).
+  const auto near_past = [out](const T* a) {
+    const auto d =
+        (reinterpret_cast<std::uintptr_t>(out) - reinterpret_cast<std::uintptr_t>(a)) % 4096;
+    return d >= 48 && d <= 160;
+  };
+  if (near_past(y) || near_past(dy)) {
+    for (; i + 4 * ps <= n; i += 4 * ps) {
+      const P v0 = at(i, L::first(ps)), v1 = at(i + ps, L::first(ps));
+      const P v2 = at(i + 2 * ps, L::first(ps)), v3 = at(i + 3 * ps, L::first(ps));
+      Eigen::internal::pstoreu(out + i, v0);
+      Eigen::internal::pstoreu(out + i + ps, v1);
+      Eigen::internal::pstoreu(out + i + 2 * ps, v2);
+      Eigen::internal::pstoreu(out + i + 3 * ps, v3);
+    }
+  }
+  for (; i + ps <= n; i += ps) Eigen::internal::pstoreu(out + i, at(i, L::first(ps)));
+  if (i < n) L::store(out + i, L::first(n - i), at(i, L::first(n - i)));
+}
+
+/// The backward pass of one contiguous row longer than the packet rows and the tiles take:
+/// its sum (long_row_total: float packet_row_total_acc, double dot_compensated), then whole
+/// packets,
+/// the last one masked, where Eigen's expressions took up to 30 entries per row through
+/// scalar code to align the output (1024 rows of 1000 floats, softmax_backward: 4.6 -> 6.0
+/// G/s with the float sum's two conversions). With `stream`, packet_rows_backward_stream_t
+/// for the one row: the output from its first 64-byte boundary on goes out through
+/// non-temporal stores (stream_pays).
+template <bool Log, typename T>
+EIGEN_DONT_INLINE void packet_row_backward_long(const T* y, const T* dy, T* out, Index n,
+                                                T temperature, bool stream) {
+  // T = 1 on its own: its loop then has no test of T in it.
+  if (temperature == T(1)) {
+    packet_row_backward_long_t<Log, true>(y, dy, out, n, temperature, stream);
+  } else {
+    packet_row_backward_long_t<Log, false>(y, dy, out, n, temperature, stream);
+  }
 }
 #endif
 

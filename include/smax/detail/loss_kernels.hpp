@@ -1336,25 +1336,22 @@ acc_t<T> bce_run(const T* x, Index xs, const T* y, Index ys, Index n, const stri
       const auto a_neg = T(1) - ym;  // factor of -log sigmoid(-x)
       const zero_safe_product_op<T> times;
       om = wm.binaryExpr(a_pos.binaryExpr(sp_neg, times) + a_neg.binaryExpr(sp_pos, times), times);
-      // The product of three factors can overflow on the way to a finite loss (x = -1.7e38,
-      // y = 0.85, pw_c y softplus(-x) = inf in float, w_c that brings it to 1.2e37): an
-      // infinite loss is taken again in long double, which gives inf only where it is.
-      if (!all_finite_bits(ob, len)) {
-        for (Index i = 0; i < len; ++i) {
-          if (!is_finite(ob[i]) && !is_nan(ob[i])) ob[i] = bce_wide(xb[i], yb[i], wb[i], pb[i]);
-        }
-      }
-      // pw_c y below the normal range has lost its digits (all of them when it rounds to 0)
-      // before softplus(-x), up to 3.4e38, multiplies it: x = -1.7e38, y = 0.35 and a
-      // subnormal pw_c gave 0 for 1.3e-9 (found by fuzz_sigmoid_bce). Such losses are taken
-      // again in long double too.
+      // Losses the factors' roundings spoil are taken again in long double (bce_wide):
+      // - the product of three factors can overflow on the way to a finite loss (x =
+      //   -1.7e38, y = 0.85, pw_c y softplus(-x) = inf in float, w_c that brings it to
+      //   1.2e37): an infinite loss, which comes out inf only where it is;
+      // - pw_c y below the normal range has lost its digits (all of them when it rounds to
+      //   0) before softplus(-x), up to 3.4e38, multiplies it: x = -1.7e38, y = 0.35 and a
+      //   subnormal pw_c gave 0 for 1.3e-9 (found by fuzz_sigmoid_bce).
       const T normal_min = std::numeric_limits<T>::min();
-      if ((a_pos.abs() < normal_min && pm != T(0) && ym != T(0)).any()) {
+      const auto spoilt = [&](Index i) {
+        return (!is_finite(ob[i]) && !is_nan(ob[i])) ||
+               (std::fabs(pb[i] * yb[i]) < normal_min && pb[i] != T(0) && yb[i] != T(0));
+      };
+      if (!all_finite_bits(ob, len) ||
+          (a_pos.abs() < normal_min && pm != T(0) && ym != T(0)).any()) {
         for (Index i = 0; i < len; ++i) {
-          const T a = pb[i] * yb[i];
-          if (std::fabs(a) < normal_min && pb[i] != T(0) && yb[i] != T(0)) {
-            ob[i] = bce_wide(xb[i], yb[i], wb[i], pb[i]);
-          }
+          if (spoilt(i)) ob[i] = bce_wide(xb[i], yb[i], wb[i], pb[i]);
         }
       }
       // Chunk sums in T, chunks combined in A.
