@@ -1102,4 +1102,39 @@ TYPED_TEST(SoftmaxBatchLimits, StreamedOutputsMatchBitForBit) {
   }
 }
 
+// Float rows longer than stored_exp_max_bytes take their streamed softmax output pass from x
+// again instead of from the stored exponentials: the same bits, at the boundary and past it,
+// with exponents in the normal range (N(0,1)) and below it (N(0,30)), at every temperature
+// kind, at unaligned outputs and in place.
+TEST(SoftmaxStreamedLongRows, MatchStoredExponentialsBitForBit) {
+  using T = float;
+  constexpr Index boundary = smax::detail::stored_exp_max_bytes / Index(sizeof(T));
+  for (const Index cols : {boundary, boundary + 1, boundary + 35}) {
+    for (const logits kind : {logits::normal_1, logits::normal_30}) {
+      const Index rows = 2;
+      MatR<T> z(rows, cols);
+      for (Index r = 0; r < rows; ++r) {
+        z.row(r) = random_logits<T>(cols, kind, 600 + std::uint32_t(r)).transpose();
+      }
+      z(1, 9) = -std::numeric_limits<T>::infinity();
+      for (const T t : {T(1), T(0.25), T(3)}) {
+        const MatR<T> y = smax::softmax(z, smax::rowwise, t);  // 8 MiB or less: not streamed
+        const std::int64_t saved = smax::detail::stream_min_bytes();
+        smax::detail::stream_min_bytes() = 0;
+        for (const Index offset : {0, 5, 16}) {
+          std::vector<T> buf(static_cast<std::size_t>(rows * cols + offset));
+          Eigen::Map<MatR<T>> out(buf.data() + offset, rows, cols);
+          smax::softmax_into(out, z, smax::rowwise, t);
+          EXPECT_TRUE(bit_equal(MatR<T>(out), y))
+              << cols << " columns, " << name_of(kind) << ", T = " << t << ", offset " << offset;
+        }
+        MatR<T> out = z;
+        smax::softmax_into(out, out, smax::rowwise, t);
+        EXPECT_TRUE(bit_equal(out, y)) << "in place, " << cols << " columns, T = " << t;
+        smax::detail::stream_min_bytes() = saved;
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -824,6 +824,29 @@ void log_softmax_streamed(const T* x, T* y, Index n, const shift<T>& sh, acc_t<T
              [&](const Packet& v) { return ei::psub(sh.template apply<Divide>(v), log_s); });
 }
 
+/// Longest float row, in bytes, whose streamed softmax (stream_pays) scales its stored
+/// exponentials in place. A longer row leaves L2 (2 MB a core on Emerald Rapids, 1 MB on Zen
+/// 4) before that pass reads it back, so the output pass takes the exponentials again from x
+/// and streams them out (softmax_streamed): 16 x 1048576 floats 0.92-1.22 -> 1.32-1.46 G/s,
+/// 4 x 4194304 0.92-1.11 -> 1.32-1.35; rows of 2 MiB broke even, 128 KiB rows ran 10 %
+/// slower, and double rows (slower exp) gained nothing at 8 MiB (Xeon).
+inline constexpr Index stored_exp_max_bytes = Index(2) << 20;
+
+/// softmax's output pass for a float row longer than stored_exp_max_bytes streamed to
+/// memory: y = exp(shift(x)) * (1 / total), the exponentials as the exp-sum pass took them,
+/// so the same bits as scaling stored ones.
+template <bool Divide, bool Normal>
+void softmax_streamed(const float* x, float* y, Index n, const shift<float>& sh, double total) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<float>::type;
+  const Packet unused = ei::pset1<Packet>(0.0f);
+  const Packet inv = ei::pset1<Packet>(static_cast<float>(1.0 / total));
+  stream_map(x, y, n, sh.hmax / sh.half, [&](const Packet& v) {
+    return ei::pmul(pexp_maybe_scaled<false, Normal>(unused, unused, sh.template apply<Divide>(v)),
+                    inv);
+  });
+}
+
 /// softmax or log_softmax of one distribution of length n; y may alias x exactly.
 template <forward_op Op, typename T>
 void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature, bool stream = false,
@@ -872,6 +895,20 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature, b
         log_softmax_streamed<true>(x, y, n, sh, acc.total());
       } else {
         log_softmax_streamed<false>(x, y, n, sh, acc.total());
+      }
+      return;
+    }
+  }
+  if constexpr (has_packet_exp<T> && std::is_same_v<T, float> && Op == forward_op::softmax) {
+    if (stream && xs == 1 && ys == 1 && n * Index(sizeof(T)) > stored_exp_max_bytes) {
+      exp_sum<false>(x, xs, y, ys, n, sh, acc, {}, ahead);
+      const double total = acc.total();
+      if (sh.divide) {
+        sh.normal ? softmax_streamed<true, true>(x, y, n, sh, total)
+                  : softmax_streamed<true, false>(x, y, n, sh, total);
+      } else {
+        sh.normal ? softmax_streamed<false, true>(x, y, n, sh, total)
+                  : softmax_streamed<false, false>(x, y, n, sh, total);
       }
       return;
     }
