@@ -375,6 +375,100 @@ TYPED_TEST(CrossEntropy, SamplePanelsMatchTheReferenceForEveryCombination) {
   }
 }
 
+// Short contiguous rows reach the panels through register transposes (panel_tile_in /
+// panel_tile_out), which read each row up to a whole number of 128-bit pieces: every class
+// count, dense and padded rows, the last panel ending on the last sample (its loads would
+// leave the input, so it copies entry by entry), ignored samples, smoothing and weights.
+// Row-major rowwise must give, bit for bit, what the panels give reading the samples where
+// they lie (rowwise on a column-major matrix), and write nothing between padded rows.
+TYPED_TEST(CrossEntropy, ShortRowsThroughRegisterCopiesMatchDirectPanels) {
+  using T = TypeParam;
+  using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using Stride = Eigen::OuterStride<>;
+  for (const Index C : {1, 2, 3, 5, 8, 10, 13, 17, 31, 32}) {
+    for (const Index N : {Index(192), Index(199)}) {
+      const Mat<T> z = random_matrix<T>(N, C, 70 + unsigned(C), -8, 8);
+      std::vector<std::int64_t> y(static_cast<std::size_t>(N));
+      for (Index n = 0; n < N; ++n) y[std::size_t(n)] = n % 11 == 4 ? -100 : (n * 7 + 3) % C;
+      const Vec<T> w = Vec<T>::LinSpaced(C, T(0.5), T(2));
+      for (int variant = 0; variant < 2; ++variant) {
+        smax::cross_entropy_options<T> o;
+        if (variant == 1) {
+          o.label_smoothing = T(0.1);
+          o.weight = w;
+        }
+        SCOPED_TRACE(::testing::Message()
+                     << C << " classes, " << N << " samples, variant " << variant);
+        const auto direct = smax::cross_entropy_with_grad(z, y, smax::rowwise, o);
+        const Vec<T> per = smax::cross_entropy_per_sample(z, y, smax::rowwise, o);
+        for (const Index pad : {Index(0), Index(3)}) {
+          const Index ld = C + pad;
+          std::vector<T> in(static_cast<std::size_t>(N * ld), T(0));
+          std::vector<T> out(in.size(), T(-7));
+          Eigen::Map<RowMajor, 0, Stride> zr(in.data(), N, C, Stride(ld));
+          Eigen::Map<RowMajor, 0, Stride> g(out.data(), N, C, Stride(ld));
+          zr = z;
+          EXPECT_EQ(smax::cross_entropy(zr, y, smax::rowwise, o), direct.loss) << "pad " << pad;
+          EXPECT_EQ(smax::cross_entropy_with_grad_into(g, zr, y, smax::rowwise, o), direct.loss);
+          EXPECT_TRUE(smax_test::bit_equal(direct.grad, Mat<T>(g))) << "pad " << pad;
+          for (Index n = 0; n < N; ++n) {
+            for (Index c = C; c < ld; ++c) ASSERT_EQ(out[std::size_t(n * ld + c)], T(-7));
+          }
+          const Vec<T> per_rows = smax::cross_entropy_per_sample(zr, y, smax::rowwise, o);
+          EXPECT_TRUE(smax_test::bit_equal(per, per_rows)) << "pad " << pad;
+        }
+      }
+    }
+  }
+}
+
+// Float rows longer than stored_exp_max_bytes with a gradient streamed to memory write the
+// gradient in one pass, the exponentials taken again from the logits (without smoothing):
+// the same bits as scaling stored exponentials, at the boundary and past it, for exponents
+// in and below the normal range, scaled exponentials (T < 1), weights, an ignored sample, a
+// subnormal temperature (whose scales overflow: the careful path), smoothing (not
+// streamed), unaligned and in place.
+TEST(CrossEntropyStreamedLongRows, MatchStoredExponentialsBitForBit) {
+  using T = float;
+  using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  constexpr Index boundary = smax::detail::stored_exp_max_bytes / Index(sizeof(T));
+  for (const Index C : {boundary, boundary + 1, boundary + 37}) {
+    for (const double spread : {3.0, 150.0}) {
+      const RowMajor z = random_matrix<T>(2, C, 90 + unsigned(C % 7), -spread, spread);
+      const Vec<T> w = Vec<T>::LinSpaced(C, T(0.25), T(4));
+      for (int variant = 0; variant < 6; ++variant) {
+        smax::cross_entropy_options<T> o;
+        std::vector<std::int64_t> y = {C / 3, C - 1};
+        if (variant == 1) o.temperature = T(0.5);
+        if (variant == 2) o.temperature = T(3);
+        if (variant == 3) {
+          o.weight = w;
+          y[1] = -100;
+        }
+        if (variant == 4) o.temperature = T(1e-39);
+        if (variant == 5) o.label_smoothing = T(0.1);
+        SCOPED_TRACE(::testing::Message()
+                     << C << " classes, spread " << spread << ", variant " << variant);
+        const auto ref = smax::cross_entropy_with_grad(z, y, smax::rowwise, o);  // not streamed
+        const std::int64_t saved = smax::detail::stream_min_bytes();
+        smax::detail::stream_min_bytes() = 0;
+        for (const Index offset : {0, 3}) {
+          std::vector<T> buf(static_cast<std::size_t>(2 * C + offset));
+          Eigen::Map<RowMajor> g(buf.data() + offset, 2, C);
+          const T loss = smax::cross_entropy_with_grad_into(g, z, y, smax::rowwise, o);
+          EXPECT_TRUE(loss == ref.loss || (std::isnan(loss) && std::isnan(ref.loss))) << offset;
+          EXPECT_TRUE(smax_test::bit_equal(ref.grad, RowMajor(g))) << "offset " << offset;
+        }
+        RowMajor inplace = z;
+        const T loss = smax::cross_entropy_with_grad_into(inplace, inplace, y, smax::rowwise, o);
+        EXPECT_TRUE(loss == ref.loss || (std::isnan(loss) && std::isnan(ref.loss)));
+        EXPECT_TRUE(smax_test::bit_equal(ref.grad, inplace)) << "in place";
+        smax::detail::stream_min_bytes() = saved;
+      }
+    }
+  }
+}
+
 // Non-finite logits inside panels: the panel hands such samples back to the one-sample
 // path, and an ignored sample's NaN poisons nothing.
 TYPED_TEST(CrossEntropy, SamplePanelsKeepThePolicyForNonFiniteLogits) {

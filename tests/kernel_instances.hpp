@@ -49,11 +49,11 @@
   EXTERN template smax::detail::acc_t<T>                                                           \
   smax::detail::loss::ce_sample<T, smax::detail::loss::index_model<T>>(                            \
       const T*, Eigen::Index, Eigen::Index, T, const smax::detail::loss::index_model<T>&, T*,      \
-      Eigen::Index, T);                                                                            \
+      Eigen::Index, T, bool);                                                                      \
   EXTERN template smax::detail::acc_t<T>                                                           \
   smax::detail::loss::ce_sample<T, smax::detail::loss::probability_model<T>>(                      \
       const T*, Eigen::Index, Eigen::Index, T, const smax::detail::loss::probability_model<T>&,    \
-      T*, Eigen::Index, T);                                                                        \
+      T*, Eigen::Index, T, bool);                                                                  \
   EXTERN template bool                                                                             \
   smax::detail::loss::ce_index_panel<smax::detail::loss::direct_panel_packets, T>(                 \
       const T*, Eigen::Index, T*, Eigen::Index, Eigen::Index, const Eigen::Index*, const bool*,    \

@@ -323,6 +323,10 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
   const T eps = o.label_smoothing;
   const T smooth = n_classes == 0 ? T(0) : eps / static_cast<T>(n_classes);
 
+  // A gradient too large to stay in cache: rows that can are written with non-temporal stores.
+  const bool stream_grad =
+      has_grad && stream_pays(n_samples * n_classes * static_cast<Index>(sizeof(T)));
+
   // The sweep: sample_loss(d, x, xs, g, gs, gscale) returns sample d's loss (and writes
   // its gradient row); panel(width, d, x, xs, g, gs, gscales, losses), when given, does
   // width (a std::integral_constant: panel_width<T, K>()) samples at once, or returns false
@@ -377,22 +381,23 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
                          gb.kstride, gscales, panel_losses);
           } else {
             alignas(64) T tile[tile_size];
-            for (Index c = 0; c < n_classes; ++c) {
-              for (Index i = 0; i < W; ++i) {
-                tile[i + c * W] = xb.data[(d + i) * xb.dstride + c * xb.kstride];
-              }
-            }
+            // The register copy reads each sample up to panel_tile_reach: within the input
+            // unless these are its last samples.
+            const bool overrun = (d + W - 1) * xb.dstride + panel_tile_reach<W, T>(n_classes) <=
+                                 (n_samples - 1) * xb.dstride + n_classes;
+            panel_tile_in<W>(xb.data + d * xb.dstride, xb.dstride, xb.kstride, n_classes, overrun,
+                             tile);
             done = panel(width, d, tile, W, has_grad ? tile : nullptr, W, gscales, panel_losses);
             if (done && has_grad) {
-              for (Index i = 0; i < W; ++i) {
-                for (Index c = 0; c < n_classes; ++c) {
-                  gb.data[(d + i) * gb.dstride + c * gb.kstride] = tile[i + c * W];
-                }
-              }
+              panel_tile_out<W>(tile, gb.data + d * gb.dstride, gb.dstride, gb.kstride, n_classes);
             }
           }
           if (done) {
-            for (Index i = 0; i < W; ++i) record(d + i, panel_losses[i]);
+            if constexpr (Mode != loss_mode::per_sample && W > 1) {
+              total.template add_all<static_cast<int>(W)>(panel_losses);
+            } else {
+              for (Index i = 0; i < W; ++i) record(d + i, panel_losses[i]);
+            }
           }
           return done;
         };
@@ -441,7 +446,7 @@ typename D::Scalar ce_run(const char* fn, const Eigen::DenseBase<D>& logits, con
             }
             const Index yc = static_cast<Index>(y);
             const index_model<T> model{yc, (T(1) - eps) * w.or_one(yc), smooth, w, w_sum};
-            return ce_sample(x, xs, n_classes, temperature, model, g, gs, gscale);
+            return ce_sample(x, xs, n_classes, temperature, model, g, gs, gscale, stream_grad);
           },
           [&](auto width, Index d0, const T* x, Index xs, T* g, Index gs, const T* gscales,
               A* out) {

@@ -63,6 +63,31 @@ class pairwise_sum {
     level_[k] = value;
   }
   void add(A value, const A& lo) { add(A(value + lo)); }
+  /// add(v[i]) for i < N, with the same bits: N is a power of two, and where count_ is a
+  /// multiple of N those N values form a complete subtree, summed here level by level
+  /// (which compilers vectorise) instead of through a loop whose length varies from value
+  /// to value (a branch mispredicted about once a sample: an eighth of a 4096 x 10 float
+  /// cross-entropy loss).
+  template <int N>
+  void add_all(const A* v) {
+    static_assert(N > 1 && (N & (N - 1)) == 0, "N must be a power of two");
+    if (count_ % N != 0) {
+      for (int i = 0; i < N; ++i) add(v[i]);
+      return;
+    }
+    A t[N / 2];
+    for (int i = 0; i < N / 2; ++i) t[i] = v[2 * i] + v[2 * i + 1];
+    int k = 1;
+    for (int w = N / 2; w > 1; w /= 2, ++k) {
+      for (int i = 0; i < w / 2; ++i) t[i] = t[2 * i] + t[2 * i + 1];
+    }
+    // k = log2(N): the root joins the counter where the last of the N adds would put it.
+    A value = t[0];
+    std::uint64_t c = count_ >> k;
+    count_ += N;
+    for (; (c & 1u) != 0 && k < levels - 1; c >>= 1, ++k) value += level_[k];
+    level_[k] = value;
+  }
   /// Multiplies everything added so far by f (the online normaliser's rescaling).
   void scale(const A& f) {
     for (int k = 0; k < levels && (count_ >> k) != 0; ++k) {
@@ -824,27 +849,49 @@ void log_softmax_streamed(const T* x, T* y, Index n, const shift<T>& sh, acc_t<T
              [&](const Packet& v) { return ei::psub(sh.template apply<Divide>(v), log_s); });
 }
 
-/// Longest float row, in bytes, whose streamed softmax (stream_pays) scales its stored
-/// exponentials in place. A longer row leaves L2 (2 MB a core on Emerald Rapids, 1 MB on Zen
-/// 4) before that pass reads it back, so the output pass takes the exponentials again from x
-/// and streams them out (softmax_streamed): 16 x 1048576 floats 0.92-1.22 -> 1.32-1.46 G/s,
-/// 4 x 4194304 0.92-1.11 -> 1.32-1.35; rows of 2 MiB broke even, 128 KiB rows ran 10 %
-/// slower, and double rows (slower exp) gained nothing at 8 MiB (Xeon).
+/// Longest float row, in bytes, whose streamed softmax or cross-entropy gradient
+/// (stream_pays) scales its stored exponentials in place. A longer row leaves L2 (2 MB a core
+/// on Emerald Rapids, 1 MB on Zen 4) before that pass reads it back, so the output pass takes
+/// the exponentials again from x and streams them out (exp_times_streamed): softmax of
+/// 16 x 1048576 floats 0.92-1.22 -> 1.32-1.46 G/s, 4 x 4194304 0.92-1.11 -> 1.32-1.35; rows
+/// of 2 MiB broke even, 128 KiB rows ran 10 % slower, and double rows (slower exp) gained
+/// nothing at 8 MiB (Xeon).
 inline constexpr Index stored_exp_max_bytes = Index(2) << 20;
 
-/// softmax's output pass for a float row longer than stored_exp_max_bytes streamed to
-/// memory: y = exp(shift(x)) * (1 / total), the exponentials as the exp-sum pass took them,
-/// so the same bits as scaling stored ones.
-template <bool Divide, bool Normal>
-void softmax_streamed(const float* x, float* y, Index n, const shift<float>& sh, double total) {
+template <bool Divide, bool Scaled, bool Normal, typename T>
+void exp_times_streamed_impl(const T* x, T* y, Index n, const shift<T>& sh, const exp_scale<T>& sc,
+                             T factor) {
   namespace ei = Eigen::internal;
-  using Packet = typename ei::packet_traits<float>::type;
-  const Packet unused = ei::pset1<Packet>(0.0f);
-  const Packet inv = ei::pset1<Packet>(static_cast<float>(1.0 / total));
+  using Packet = typename ei::packet_traits<T>::type;
+  const Packet kk = ei::pset1<Packet>(sc.kk), lo_k = ei::pset1<Packet>(sc.lo_k);
+  const Packet f = ei::pset1<Packet>(factor);
   stream_map(x, y, n, sh.hmax / sh.half, [&](const Packet& v) {
-    return ei::pmul(pexp_maybe_scaled<false, Normal>(unused, unused, sh.template apply<Divide>(v)),
-                    inv);
+    return ei::pmul(pexp_maybe_scaled<Scaled, Normal>(kk, lo_k, sh.template apply<Divide>(v)), f);
   });
+}
+
+/// y = exp(shift(x)) 2^K * factor over a contiguous row longer than stored_exp_max_bytes,
+/// streamed to memory: the exponentials as exp_sum_contiguous takes them (the same sc and
+/// the same choice of exp), so the same bits as multiplying stored ones by factor. y may
+/// alias x exactly.
+template <typename T>
+void exp_times_streamed(const T* x, T* y, Index n, const shift<T>& sh, const exp_scale<T>& sc,
+                        T factor) {
+  const auto run = [&](auto divide) {
+    constexpr bool D = decltype(divide)::value;
+    if (sc.k != 0) {
+      exp_times_streamed_impl<D, true, false>(x, y, n, sh, sc, factor);
+    } else if (sh.normal) {
+      exp_times_streamed_impl<D, false, true>(x, y, n, sh, sc, factor);
+    } else {
+      exp_times_streamed_impl<D, false, false>(x, y, n, sh, sc, factor);
+    }
+  };
+  if (sh.divide) {
+    run(std::true_type());
+  } else {
+    run(std::false_type());
+  }
 }
 
 /// softmax or log_softmax of one distribution of length n; y may alias x exactly.
@@ -902,14 +949,7 @@ void forward_one(const T* x, Index xs, T* y, Index ys, Index n, T temperature, b
   if constexpr (has_packet_exp<T> && std::is_same_v<T, float> && Op == forward_op::softmax) {
     if (stream && xs == 1 && ys == 1 && n * Index(sizeof(T)) > stored_exp_max_bytes) {
       exp_sum<false>(x, xs, y, ys, n, sh, acc, {}, ahead);
-      const double total = acc.total();
-      if (sh.divide) {
-        sh.normal ? softmax_streamed<true, true>(x, y, n, sh, total)
-                  : softmax_streamed<true, false>(x, y, n, sh, total);
-      } else {
-        sh.normal ? softmax_streamed<false, true>(x, y, n, sh, total)
-                  : softmax_streamed<false, false>(x, y, n, sh, total);
-      }
+      exp_times_streamed(x, y, n, sh, {}, static_cast<T>(acc_t<T>(1) / acc.total()));
       return;
     }
   }
