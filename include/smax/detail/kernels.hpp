@@ -65,9 +65,9 @@ class pairwise_sum {
   void add(A value, const A& lo) { add(A(value + lo)); }
   /// add(v[i]) for i < N, with the same bits: N is a power of two, and where count_ is a
   /// multiple of N those N values form a complete subtree, summed here level by level
-  /// (which compilers vectorise) instead of through a loop whose length varies from value
-  /// to value (a branch mispredicted about once a sample: an eighth of a 4096 x 10 float
-  /// cross-entropy loss).
+  /// (which compilers vectorise) instead of through add's loop, whose trip count changes
+  /// from value to value (that loop was an eighth of a 4096 x 10 float cross-entropy loss
+  /// in a profile).
   template <int N>
   void add_all(const A* v) {
     static_assert(N > 1 && (N & (N - 1)) == 0, "N must be a power of two");

@@ -1173,8 +1173,8 @@ bool ce_index_panel(const T* x, Index ld, T* g, Index gld, Index n, const Index*
     }
     if (g == nullptr) return true;
     // Every lane computed, the ignored ones then cleared: a loop compilers vectorise (with
-    // a branch per sample they divided one lane at a time, an eighth of a 4096 x 10 loss
-    // and gradient).
+    // the choice inside, its two divisions per lane were an eighth of a 4096 x 10 loss and
+    // gradient in a profile).
     for (Index i = 0; i < W; ++i) {
       const A a_sum = static_cast<A>(hot[i]) + a_smooth;
       const A k = static_cast<A>(gscale[i]) / static_cast<A>(pp.temperature);
