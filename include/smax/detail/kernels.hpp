@@ -3836,14 +3836,31 @@ EIGEN_DONT_INLINE void packet_row_backward_long(const T* y, const T* dy, T* out,
     packet_row_backward_long_t<Log, false>(y, dy, out, n, temperature, stream);
   }
 }
+
+/// Whether a contiguous row of n entries takes packet_row_backward_long (AVX-512): float
+/// rows longer than the packet rows (packet_row_max, which for Log is backward_short_max),
+/// double softmax rows longer than backward_short_max. softmax_backward_one and
+/// log_softmax_backward_one send such rows there, and backward_long_rows_streamed batches
+/// exactly these.
+template <bool Log, typename T>
+constexpr bool long_backward_row(Index n) {
+  if constexpr (std::is_same_v<T, float>) {
+    return n > packet_row_max<Log>;
+  } else if constexpr (std::is_same_v<T, double> && !Log) {
+    return n > backward_short_max;
+  } else {
+    return false;
+  }
+}
+static_assert(packet_row_max<true> == backward_short_max,
+              "log_softmax_backward_one's long float rows start past backward_short_max");
 #endif
 
 /// Backward passes of count >= 2 contiguous rows that packet_row_backward_long would take
-/// one at a time (float rows longer than the packet rows; double softmax rows longer than
-/// backward_short_max), with streamed outputs (stream_pays): packet_rows_backward_stream_t.
-/// Returns the rows done: all of them, or 0 where the rows are not such rows (the caller
-/// runs them one at a time). Out of line: inlined, it tipped GCC 12 into calling
-/// backward_into's body for a Vector3f log_softmax_backward_into (9.95 -> 10.8 ns a call).
+/// one at a time (long_backward_row), with streamed outputs (stream_pays):
+/// packet_rows_backward_stream_t. Returns the rows done: all of them, or 0 where the rows are not
+/// such rows (the caller runs them one at a time). Out of line: inlined, it tipped GCC 12 into
+/// calling backward_into's body for a Vector3f log_softmax_backward_into (9.95 -> 10.8 ns a call).
 template <bool Log, typename T>
 EIGEN_DONT_INLINE Index backward_long_rows_streamed(
     [[maybe_unused]] const T* y, [[maybe_unused]] Index yd, [[maybe_unused]] const T* dy,
@@ -3851,10 +3868,8 @@ EIGEN_DONT_INLINE Index backward_long_rows_streamed(
     [[maybe_unused]] Index count, [[maybe_unused]] Index n, [[maybe_unused]] T temperature,
     [[maybe_unused]] bool stream) {
 #if defined(EIGEN_VECTORIZE_AVX512)
-  constexpr bool is_float = std::is_same_v<T, float>;
-  if constexpr (is_float || (std::is_same_v<T, double> && !Log)) {
-    const Index longer_than = is_float ? packet_row_max<Log> : backward_short_max;
-    if (!stream || count < 2 || n <= longer_than ||
+  if constexpr (std::is_same_v<T, float> || (std::is_same_v<T, double> && !Log)) {
+    if (!stream || count < 2 || !long_backward_row<Log, T>(n) ||
         reinterpret_cast<std::uintptr_t>(out) % sizeof(T) != 0) {
       return 0;
     }
@@ -3876,12 +3891,14 @@ void softmax_backward_one(const T* y, Index ys, const T* dy, Index dys, T* out, 
 #if defined(EIGEN_VECTORIZE_AVX512)
   if constexpr (std::is_same_v<T, float>) {
     if (ys == 1 && dys == 1 && os == 1) {
-      if (n <= packet_row_max<false>) return packet_row_backward<false>(y, dy, out, n, temperature);
+      if (!long_backward_row<false, T>(n)) {
+        return packet_row_backward<false>(y, dy, out, n, temperature);
+      }
       return packet_row_backward_long<false>(y, dy, out, n, temperature, stream);
     }
   } else if constexpr (std::is_same_v<T, double>) {
     if (ys == 1 && dys == 1 && os == 1) {
-      if (n > 0 && n <= backward_short_max) {
+      if (n > 0 && !long_backward_row<false, T>(n)) {
         return packet_rows_backward_f64<false>(y, n, dy, n, out, n, 1, n, temperature);
       }
       return packet_row_backward_long<false>(y, dy, out, n, temperature, stream);
@@ -3939,7 +3956,7 @@ void log_softmax_backward_one(const T* logy, Index ls, const T* dy, Index dys, T
       if (packet_rows_take<true>(n))
         return packet_row_backward<true>(logy, dy, out, n, temperature);
       // Rows of up to backward_short_max keep the in-order sum of backward_short_rows' lanes.
-      if (n > backward_short_max) {
+      if (long_backward_row<true, T>(n)) {
         return packet_row_backward_long<true>(logy, dy, out, n, temperature, stream);
       }
     }
