@@ -853,7 +853,7 @@ void log_softmax_streamed(const T* x, T* y, Index n, const shift<T>& sh, acc_t<T
 /// (stream_pays) scales its stored exponentials in place. A longer row leaves L2 (2 MB a core
 /// on Emerald Rapids, 1 MB on Zen 4) before that pass reads it back, so the output pass takes
 /// the exponentials again from x and streams them out (exp_times_streamed): softmax of
-/// 16 x 1048576 floats 0.92-1.22 -> 1.32-1.46 G/s, 4 x 4194304 0.92-1.11 -> 1.32-1.35; rows
+/// 16 x 1048576 floats 1.09-1.22 -> 1.41-1.46 G/s, 4 x 4194304 0.92-1.11 -> 1.32-1.35; rows
 /// of 2 MiB broke even, 128 KiB rows ran 10 % slower, and double rows (slower exp) gained
 /// nothing at 8 MiB (Xeon).
 inline constexpr Index stored_exp_max_bytes = Index(2) << 20;
