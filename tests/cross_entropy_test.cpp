@@ -9,7 +9,9 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -420,6 +422,53 @@ TYPED_TEST(CrossEntropy, ShortRowsThroughRegisterCopiesMatchDirectPanels) {
       }
     }
   }
+}
+
+// A panel's losses enter the batch total through pairwise_sum::add_all, which must leave
+// exactly what one add per loss leaves: at every count before it (aligned or not to the
+// panel), for losses of every magnitude and sign, and through reduction_total, whose
+// double form rescales on huge losses.
+TEST(PairwiseSum, AddAllMatchesOneAddAtATime) {
+  std::mt19937 gen(7);
+  std::uniform_real_distribution<double> mant(-1, 1);
+  std::uniform_int_distribution<int> expo(-30, 30);
+  const auto value = [&] { return std::ldexp(mant(gen), expo(gen)); };
+  // Counts before: aligned to 64 and to 256 (the subtree path, joining levels that are
+  // set and unset) and not aligned (one add at a time).
+  for (const Index before : {0, 1, 5, 63, 64, 65, 128, 192, 256, 320, 448, 960, 1984, 4032}) {
+    std::vector<double> head(static_cast<std::size_t>(before)), v64(64), v256(256);
+    for (double& h : head) h = value();
+    for (double& x : v64) x = value();
+    for (double& x : v256) x = value();
+    smax::detail::pairwise_sum<double> one, all;
+    for (const double h : head) {
+      one.add(h);
+      all.add(h);
+    }
+    for (const double x : v64) one.add(x);
+    all.add_all<64>(v64.data());
+    for (const double x : v256) one.add(x);
+    all.add_all<256>(v256.data());
+    const double a = one.total(), b = all.total();
+    EXPECT_EQ(std::memcmp(&a, &b, sizeof a), 0) << before << " before: " << a << " vs " << b;
+  }
+  // reduction_total: its float form (losses summed in double) and its double form, whose
+  // huge losses make it rescale (add_all then adds one at a time).
+  const auto reduction_matches = [&](auto scalar, bool huge) {
+    std::vector<double> v(64);
+    for (double& x : v) x = value();
+    if (huge) v[17] = 1e300;
+    smax::detail::loss::reduction_total<decltype(scalar)> one, all;
+    for (int twice = 0; twice < 2; ++twice) {
+      for (const double x : v) one.add(x);
+      all.template add_all<64>(v.data());
+    }
+    const double a = one.sum(), b = all.sum();
+    return std::memcmp(&a, &b, sizeof a) == 0;
+  };
+  EXPECT_TRUE(reduction_matches(0.0f, false));
+  EXPECT_TRUE(reduction_matches(0.0, false));
+  EXPECT_TRUE(reduction_matches(0.0, true));
 }
 
 // Float rows longer than stored_exp_max_bytes with a gradient streamed to memory write the

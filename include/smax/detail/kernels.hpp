@@ -604,6 +604,30 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
   }
 }
 
+/// f(Divide, Scaled, Normal) (std::bool_constant each) for the exponentials of shift sh and
+/// scale sc: pexp_scaled when sc.k != 0, else pexp_normal where sh.normal, else
+/// pexp_accurate (see pexp_maybe_scaled). Every pass that takes a row's exponentials picks
+/// the same one here, so a pass that takes them again gets the same bits.
+template <typename T, typename F>
+EIGEN_ALWAYS_INLINE void with_exp_variant(const shift<T>& sh, const exp_scale<T>& sc, F&& f) {
+  using yes = std::true_type;
+  using no = std::false_type;
+  const auto pick = [&](auto divide) {
+    if (sc.k != 0) {
+      f(divide, yes(), no());
+    } else if (sh.normal) {
+      f(divide, no(), yes());
+    } else {
+      f(divide, no(), no());
+    }
+  };
+  if (sh.divide) {
+    pick(yes());
+  } else {
+    pick(no());
+  }
+}
+
 /// Contiguous exp-sum: e_i = exp(shift(x_i)) 2^K (K = sc.k, 0 by default), stored to out
 /// when Store, summed into acc (a compensated_sum or a pairwise_sum of acc_t<T>). out may
 /// equal x (in place). With `ahead` (the next row, of n entries or more), its cache lines
@@ -612,23 +636,10 @@ void exp_sum_contiguous_impl(const T* x, T* out, Index n, const shift<T>& sh, Ac
 template <bool Store, typename T, typename Acc>
 void exp_sum_contiguous(const T* x, T* out, Index n, const shift<T>& sh, Acc& acc,
                         const exp_scale<T>& sc = {}, const T* ahead = nullptr) {
-  if (sc.k != 0) {
-    if (sh.divide) {
-      exp_sum_contiguous_impl<Store, true, true, false>(x, out, n, sh, acc, sc, ahead);
-    } else {
-      exp_sum_contiguous_impl<Store, false, true, false>(x, out, n, sh, acc, sc, ahead);
-    }
-  } else if (sh.normal) {
-    if (sh.divide) {
-      exp_sum_contiguous_impl<Store, true, false, true>(x, out, n, sh, acc, sc, ahead);
-    } else {
-      exp_sum_contiguous_impl<Store, false, false, true>(x, out, n, sh, acc, sc, ahead);
-    }
-  } else if (sh.divide) {
-    exp_sum_contiguous_impl<Store, true, false, false>(x, out, n, sh, acc, sc, ahead);
-  } else {
-    exp_sum_contiguous_impl<Store, false, false, false>(x, out, n, sh, acc, sc, ahead);
-  }
+  with_exp_variant(sh, sc, [&](auto divide, auto scaled, auto normal) {
+    exp_sum_contiguous_impl<Store, decltype(divide)::value, decltype(scaled)::value,
+                            decltype(normal)::value>(x, out, n, sh, acc, sc, ahead);
+  });
 }
 
 /// Strided exp-sum: gathers chunks into a stack buffer so the vector exp still applies.
@@ -858,40 +869,23 @@ void log_softmax_streamed(const T* x, T* y, Index n, const shift<T>& sh, acc_t<T
 /// nothing at 8 MiB (Xeon).
 inline constexpr Index stored_exp_max_bytes = Index(2) << 20;
 
-template <bool Divide, bool Scaled, bool Normal, typename T>
-void exp_times_streamed_impl(const T* x, T* y, Index n, const shift<T>& sh, const exp_scale<T>& sc,
-                             T factor) {
+/// y = exp(shift(x)) 2^K * factor over a contiguous row longer than stored_exp_max_bytes,
+/// streamed to memory: the exponentials exp_sum_contiguous takes (with_exp_variant), so
+/// the same bits as multiplying stored ones by factor. y may alias x exactly.
+template <typename T>
+void exp_times_streamed(const T* x, T* y, Index n, const shift<T>& sh, const exp_scale<T>& sc,
+                        T factor) {
   namespace ei = Eigen::internal;
   using Packet = typename ei::packet_traits<T>::type;
   const Packet kk = ei::pset1<Packet>(sc.kk), lo_k = ei::pset1<Packet>(sc.lo_k);
   const Packet f = ei::pset1<Packet>(factor);
-  stream_map(x, y, n, sh.hmax / sh.half, [&](const Packet& v) {
-    return ei::pmul(pexp_maybe_scaled<Scaled, Normal>(kk, lo_k, sh.template apply<Divide>(v)), f);
+  with_exp_variant(sh, sc, [&](auto divide, auto scaled, auto normal) {
+    stream_map(x, y, n, sh.hmax / sh.half, [&](const Packet& v) {
+      const Packet d = sh.template apply<decltype(divide)::value>(v);
+      return ei::pmul(
+          pexp_maybe_scaled<decltype(scaled)::value, decltype(normal)::value>(kk, lo_k, d), f);
+    });
   });
-}
-
-/// y = exp(shift(x)) 2^K * factor over a contiguous row longer than stored_exp_max_bytes,
-/// streamed to memory: the exponentials as exp_sum_contiguous takes them (the same sc and
-/// the same choice of exp), so the same bits as multiplying stored ones by factor. y may
-/// alias x exactly.
-template <typename T>
-void exp_times_streamed(const T* x, T* y, Index n, const shift<T>& sh, const exp_scale<T>& sc,
-                        T factor) {
-  const auto run = [&](auto divide) {
-    constexpr bool D = decltype(divide)::value;
-    if (sc.k != 0) {
-      exp_times_streamed_impl<D, true, false>(x, y, n, sh, sc, factor);
-    } else if (sh.normal) {
-      exp_times_streamed_impl<D, false, true>(x, y, n, sh, sc, factor);
-    } else {
-      exp_times_streamed_impl<D, false, false>(x, y, n, sh, sc, factor);
-    }
-  };
-  if (sh.divide) {
-    run(std::true_type());
-  } else {
-    run(std::false_type());
-  }
 }
 
 /// softmax or log_softmax of one distribution of length n; y may alias x exactly.
@@ -3820,8 +3814,7 @@ void packet_row_backward_long_t(const T* y, const T* dy, T* out, Index n, T temp
 
 /// The backward pass of one contiguous row longer than the packet rows and the tiles take:
 /// its sum (long_row_total: float packet_row_total_acc, double dot_compensated), then whole
-/// packets,
-/// the last one masked, where Eigen's expressions took up to 30 entries per row through
+/// packets, the last one masked, where Eigen's expressions took up to 30 entries per row through
 /// scalar code to align the output (1024 rows of 1000 floats, softmax_backward: 4.6 -> 6.0
 /// G/s with the float sum's two conversions). With `stream`, packet_rows_backward_stream_t
 /// for the one row: the output from its first 64-byte boundary on goes out through
